@@ -1,0 +1,149 @@
+import { z } from 'zod'
+import { parseDuration } from './duration.ts'
+
+/**
+ * The configuration contract (DESIGN.md §7) as one zod schema: keys, types, defaults and a description per
+ * key. `z.strictObject` everywhere so a misspelled key is an error, not a silent default. Durations are
+ * strings (`30s`) in the file and milliseconds after parsing. Cross-field rules live in `validate.ts`.
+ */
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = parseDuration(text)
+      if (ms === null) {
+        ctx.addIssue({ code: 'custom', message: `invalid duration "${text}": use a whole number and a unit, e.g. 30s, 5m, 12h` })
+        return z.NEVER
+      }
+      return ms
+    })
+
+const httpUrl = (what: string) =>
+  z.string().refine(
+    (text) => {
+      try {
+        const u = new URL(text)
+        return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== ''
+      } catch {
+        return false
+      }
+    },
+    { message: `${what} must be an absolute http(s) URL` },
+  )
+
+const secret = z.string().refine((s) => Buffer.byteLength(s, 'utf8') >= 32, {
+  message: 'must be at least 32 bytes (generate one with: openssl rand -base64 32)',
+})
+
+/** Header names as RFC 9110 tokens. */
+const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a valid HTTP header name')
+
+/** The hint parameters a caller of `/oauth2/start` may pass through to the provider (DESIGN.md §4). */
+export const HINT_PARAMS = ['organization_id', 'connection_id', 'domain_hint', 'login_hint', 'provider', 'prompt'] as const
+
+/** Asymmetric JWS algorithms we accept for ID tokens. Never `none`, never HMAC (STYLE.md §4). */
+export const SIGNING_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const
+
+/** The identity headers DESIGN.md §6 injects by default, header → claim. */
+export const DEFAULT_IDENTITY_HEADERS: Readonly<Record<string, string>> = {
+  'X-Auth-Request-User': 'sub',
+  'X-Auth-Request-Email': 'email',
+  'X-Auth-Request-Groups': 'groups',
+  'X-Auth-Request-Preferred-Username': 'preferred_username',
+  'X-Forwarded-User': 'sub',
+  'X-Forwarded-Email': 'email',
+  'X-Forwarded-Groups': 'groups',
+  'X-Forwarded-Preferred-Username': 'preferred_username',
+}
+
+const server = z.strictObject({
+  listen: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:4180')
+    .default('0.0.0.0:4180')
+    .describe('Address and port to listen on'),
+  publicUrl: httpUrl('server.publicUrl').describe('The URL users reach Portcullis at; the redirect_uri is built from it'),
+  authPrefix: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, 'must start with "/" and not end with "/", e.g. /oauth2')
+    .default('/oauth2')
+    .describe('Path prefix of the login, callback, sign-out and check endpoints'),
+  trustedProxies: z.array(z.string()).default([]).describe('CIDRs whose X-Forwarded-* headers are believed; empty = none'),
+})
+
+const endpoints = z.strictObject({
+  authorization: httpUrl('provider.endpoints.authorization').optional(),
+  token: httpUrl('provider.endpoints.token').optional(),
+  jwks: httpUrl('provider.endpoints.jwks').optional(),
+  endSession: httpUrl('provider.endpoints.endSession').optional(),
+  userinfo: httpUrl('provider.endpoints.userinfo').optional(),
+})
+
+const provider = z.strictObject({
+  issuer: httpUrl('provider.issuer').describe('Issuer URL; discovery at /.well-known/openid-configuration'),
+  discovery: z.boolean().default(true).describe('Fetch discovery; false = use provider.endpoints only'),
+  clientId: z.string().min(1).describe('OAuth client id'),
+  clientSecret: z.string().min(1).describe('OAuth client secret (or clientSecretFile)'),
+  scopes: z.array(z.string().min(1)).default(['openid', 'profile', 'email', 'offline_access']),
+  tokenEndpointAuthMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+  idTokenSignedResponseAlg: z.enum(SIGNING_ALGS).default('RS256').describe('Algorithm the provider signs ID tokens with'),
+  endpoints: endpoints.default({}),
+  authorizeParams: z.record(z.string(), z.string()).default({}),
+  hintParams: z.array(z.enum(HINT_PARAMS)).default([...HINT_PARAMS]),
+  clockSkew: duration('30s'),
+  timeout: duration('10s').describe('Timeout of each request to the provider'),
+  allowInsecureHttp: z.boolean().default(false).describe('Allow an http:// issuer; only on loopback'),
+})
+
+const session = z.strictObject({
+  store: z.enum(['cookie']).default('cookie').describe('Session store: cookie (memory and redis arrive in later releases)'),
+  cookieName: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, "_" or "-"')
+    .default('_portcullis'),
+  cookieDomain: z.string().default(''),
+  secrets: z.array(secret).min(1, 'at least one secret is required'),
+  maxAge: duration('12h'),
+  idleTimeout: duration('2h'),
+  refreshAhead: duration('30s'),
+  loginTimeout: duration('10m').describe('How long a started login may take'),
+  maxPendingLogins: z.number().int().min(1).max(20).default(5).describe('Login transactions kept at once (tabs)'),
+})
+
+const route = z.strictObject({
+  match: z
+    .strictObject({
+      host: z.string().default(''),
+      pathPrefix: z.string().regex(/^\//, 'must start with "/"').default('/'),
+    })
+    .default({ host: '', pathPrefix: '/' }),
+  upstream: httpUrl('routes[].upstream'),
+  public: z.boolean().default(false),
+})
+
+const identity = z.strictObject({
+  headers: z.record(headerName, z.string().min(1)).default({ ...DEFAULT_IDENTITY_HEADERS }),
+  passAccessToken: z.boolean().default(false).describe('Send X-Auth-Request-Access-Token upstream'),
+  passAuthorizationHeader: z.boolean().default(false).describe('Send Authorization: Bearer <access token> upstream'),
+})
+
+export const configSchema = z.strictObject({
+  server,
+  provider,
+  session,
+  redirects: z.strictObject({ allowedDomains: z.array(z.string().min(1)).default([]) }).default({ allowedDomains: [] }),
+  routes: z.array(route).min(1, 'at least one route is required'),
+  identity: identity.default({
+    headers: { ...DEFAULT_IDENTITY_HEADERS },
+    passAccessToken: false,
+    passAuthorizationHeader: false,
+  }),
+  logging: z
+    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+    .default({ level: 'info' }),
+})
+
+export type ConfigInput = z.input<typeof configSchema>
+export type ParsedConfig = z.output<typeof configSchema>
