@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import fastifyCookie from '@fastify/cookie'
+import { pino, type Logger, type LoggerOptions } from 'pino'
+import type { Runtime } from './runtime.ts'
+import { PortcullisError } from './errors.ts'
+import { normalizePath } from './policy/path.ts'
+import type { RequestContext, RuntimeHolder } from './http/context.ts'
+import { createPipeline, PATH_REJECTED } from './http/pipeline.ts'
+import { registerStart } from './http/routes/start.ts'
+import { registerCallback } from './http/routes/callback.ts'
+import { registerSignOut } from './http/routes/sign-out.ts'
+import { registerUserinfo } from './http/routes/userinfo.ts'
+import { registerOps } from './http/ops.ts'
+import { registerProxy } from './http/proxy.ts'
+import { sendError, STATUS } from './http/errors.ts'
+import { logRequest, loggerOptions, safeError } from './http/logging.ts'
+
+/**
+ * The Fastify application: plugins and routes in pipeline order. Never listens (STYLE.md rule 14);
+ * `main.ts` and the tests do. Reading one request top-down: this file → `http/pipeline.ts` →
+ * `session/` → `policy/` → `http/proxy.ts`.
+ */
+export interface AppOptions {
+  /** A pino logger to use, or pino options; defaults to JSON at the configured level on stdout. */
+  readonly logger?: Logger | LoggerOptions
+  readonly upstreamTimeoutMs?: number
+}
+
+export interface App {
+  readonly fastify: FastifyInstance
+  /** Swap in a new runtime (reload); in-flight requests keep theirs. The auth prefix cannot change. */
+  swap(next: Runtime): void
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const REJECTED_TARGET = '/__portcullis/rejected'
+
+export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
+  const holder: RuntimeHolder = { current: runtime }
+  const given = opts.logger ?? loggerOptions(runtime.config.logging.level)
+  const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    disableRequestLogging: true,
+    trustProxy: false,
+    return503OnClosing: true,
+    requestIdLogLabel: 'reqId',
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    // DESIGN.md §3 step 2: route on the normalized path. A target that cannot be normalized safely is
+    // routed to a placeholder and refused by the pipeline with 400.
+    rewriteUrl: (req) => {
+      const url = req.url ?? '/'
+      const q = url.indexOf('?')
+      const path = q === -1 ? url : url.slice(0, q)
+      const normalized = normalizePath(path)
+      if (normalized === null) {
+        ;(req as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] = true
+        return REJECTED_TARGET
+      }
+      return normalized === path ? url : normalized + (q === -1 ? '' : url.slice(q))
+    },
+  })
+
+  app.decorateRequest('portcullis', null as unknown as RequestContext)
+  void app.register(fastifyCookie)
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id)
+  })
+  app.addHook('onRequest', createPipeline(holder))
+  app.addHook('onResponse', async (request, reply) => logRequest(request, reply))
+
+  app.setErrorHandler((err, request, reply) => {
+    const status = err instanceof PortcullisError ? STATUS[err.code] : (err as { statusCode?: number }).statusCode ?? 500
+    const entry = { err: safeError(err), route: request.portcullis?.label }
+    if (status >= 500) request.log.error(entry, 'request failed')
+    else request.log.info(entry, 'request refused')
+    const rt = request.portcullis?.runtime ?? holder.current
+    const retry = new URL(`${rt.prefix}/start`, rt.publicUrl)
+    if (request.portcullis?.retryRd !== undefined) retry.searchParams.set('rd', request.portcullis.retryRd)
+    return sendError(err, request, reply, retry.href)
+  })
+  app.setNotFoundHandler((request, reply) => {
+    return sendError(new PortcullisError('NOT_FOUND', 'Nothing is served at this address.'), request, reply, '/')
+  })
+
+  registerOps(app, holder)
+  registerStart(app, holder)
+  registerCallback(app, holder)
+  registerSignOut(app, holder)
+  registerUserinfo(app, holder)
+  app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
+    throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
+  })
+  app.all(REJECTED_TARGET, { config: { kind: 'auth', label: 'rejected' } }, async () => {
+    throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
+  })
+  registerProxy(app, holder, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 30_000 })
+
+  return {
+    fastify: app,
+    swap(next: Runtime) {
+      if (next.prefix !== holder.current.prefix) throw new Error('server.authPrefix cannot change on reload; restart instead')
+      holder.current = next
+    },
+  }
+}

@@ -1,0 +1,34 @@
+import type { Route } from '../policy/routes.ts'
+import type { Identity } from '../policy/identity.ts'
+import type { Session } from '../session/model.ts'
+import type { Runtime } from '../runtime.ts'
+
+/** What the pipeline learned about one request; read by the proxy, the routes and the access log. */
+export interface RequestContext {
+  readonly runtime: Runtime
+  route: Route | null
+  identity: Identity | null
+  session: Session | null
+  /** Where a retry link on an error page should return to (the login's `rd`). */
+  retryRd?: string
+  /** Which part of Portcullis answered: a route id, `auth:start`, `ops:healthz`, ... (for the log). */
+  label: string
+}
+
+/** Kind of a Fastify route, set in its `config` so the pipeline knows what it is looking at. */
+export type RouteKind = 'proxy' | 'auth' | 'ops'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    portcullis: RequestContext
+  }
+  interface FastifyContextConfig {
+    kind?: RouteKind
+    label?: string
+  }
+}
+
+/** The one mutable reference: the current runtime, swapped on reload (STYLE.md rule 8). */
+export interface RuntimeHolder {
+  current: Runtime
+}

@@ -1,0 +1,91 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { type ErrorCode, PortcullisError } from '../errors.ts'
+import { wantsHtml } from './negotiate.ts'
+import { renderErrorPage } from './pages.ts'
+
+/**
+ * The one place an error becomes a response: code → status (a total table), HTML page or JSON,
+ * public message and request id only. Never `err.message`, a stack, a token or a cookie
+ * (STYLE.md §2.4 and rule 6).
+ */
+export const STATUS: Record<ErrorCode, number> = {
+  CONFIG_INVALID: 500,
+  IDP_UNAVAILABLE: 503,
+  IDP_REJECTED: 502,
+  LOGIN_DENIED: 403,
+  LOGIN_FAILED: 400,
+  SESSION_ENDED: 401,
+  REDIRECT_REJECTED: 400,
+  PATH_REJECTED: 400,
+  REQUEST_REJECTED: 400,
+  TOKEN_INVALID: 401,
+  NOT_READY: 503,
+  NOT_FOUND: 404,
+  UPSTREAM_UNAVAILABLE: 502,
+  UPSTREAM_TIMEOUT: 504,
+}
+
+const TITLES: Record<ErrorCode, string> = {
+  CONFIG_INVALID: 'Configuration error',
+  IDP_UNAVAILABLE: 'Sign-in is temporarily unavailable',
+  IDP_REJECTED: 'Sign-in failed',
+  LOGIN_DENIED: 'Sign-in was not completed',
+  LOGIN_FAILED: 'Sign-in failed',
+  SESSION_ENDED: 'Your session has ended',
+  REDIRECT_REJECTED: 'Redirect refused',
+  PATH_REJECTED: 'Bad request',
+  REQUEST_REJECTED: 'Bad request',
+  TOKEN_INVALID: 'Not authenticated',
+  NOT_READY: 'Sign-in is temporarily unavailable',
+  NOT_FOUND: 'Not found',
+  UPSTREAM_UNAVAILABLE: 'The application is not available',
+  UPSTREAM_TIMEOUT: 'The application did not answer in time',
+}
+
+/** Codes whose page offers a fresh login. */
+const RETRY_LOGIN: ReadonlySet<ErrorCode> = new Set(['LOGIN_DENIED', 'LOGIN_FAILED', 'IDP_REJECTED', 'SESSION_ENDED', 'IDP_UNAVAILABLE', 'NOT_READY'])
+/** Codes that may clear with time: tell clients when to retry. */
+const RETRY_AFTER: ReadonlySet<ErrorCode> = new Set(['IDP_UNAVAILABLE', 'NOT_READY', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
+
+export const PAGE_HEADERS = {
+  'cache-control': 'no-store',
+  'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+} as const
+
+/** Fastify errors that are the client's fault keep their 4xx status, with a generic public text. */
+function fromFastifyError(err: FastifyError): { status: number; code: string; message: string } {
+  const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
+  return status === 500
+    ? { status, code: 'INTERNAL', message: 'Something went wrong. The request id below helps the operator find out what.' }
+    : { status, code: 'BAD_REQUEST', message: 'The request could not be processed.' }
+}
+
+export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply, retryUrl: string): FastifyReply {
+  let status: number
+  let code: string
+  let message: string
+  let providerError: string | undefined
+  if (err instanceof PortcullisError) {
+    status = STATUS[err.code]
+    code = err.code
+    message = err.publicMessage
+    providerError = err.details.error
+    if (RETRY_AFTER.has(err.code)) void reply.header('retry-after', '5')
+  } else {
+    ;({ status, code, message } = fromFastifyError(err as FastifyError))
+  }
+  const retry = err instanceof PortcullisError && RETRY_LOGIN.has(err.code) ? retryUrl : undefined
+  void reply.code(status).headers(PAGE_HEADERS)
+  if (wantsHtml(request)) {
+    const title = err instanceof PortcullisError ? TITLES[err.code] : status === 500 ? 'Internal error' : 'Bad request'
+    return reply
+      .type('text/html; charset=utf-8')
+      .send(renderErrorPage({ status, title, message, code, requestId: request.id, providerError, retryUrl: retry }))
+  }
+  const body: Record<string, string> = { error: code, message, requestId: request.id }
+  if (providerError !== undefined) body.providerError = providerError
+  if (retry !== undefined) body.retry = retry
+  return reply.type('application/json; charset=utf-8').send(body)
+}

@@ -1,0 +1,62 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { LoggerOptions } from 'pino'
+import { PortcullisError } from '../errors.ts'
+
+/**
+ * Logging rules (STYLE.md rule 6): one JSON line per request with the path but never the query
+ * (the callback's query holds the authorization code), no headers, and errors reduced to name, code
+ * and a scrubbed message — token-like strings are replaced before anything is written.
+ */
+const TOKENISH = /[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]{10,}){0,4}/g
+
+export function scrub(text: string): string {
+  return text.replace(TOKENISH, '[redacted]').slice(0, 500)
+}
+
+interface SafeError {
+  type: string
+  code?: string
+  message: string
+  cause?: SafeError
+}
+
+export function safeError(err: unknown, depth = 0): SafeError {
+  if (!(err instanceof Error)) return { type: typeof err, message: scrub(String(err)) }
+  const out: SafeError = { type: err.name, message: scrub(err instanceof PortcullisError ? err.publicMessage : err.message) }
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string') out.code = code
+  const providerError = (err as { error?: unknown }).error
+  if (typeof providerError === 'string') out.message = `${out.message} (error=${scrub(providerError)})`
+  if (err.cause !== undefined && depth < 3) out.cause = safeError(err.cause, depth + 1)
+  return out
+}
+
+export function loggerOptions(level: string): LoggerOptions {
+  return {
+    level,
+    base: { service: 'portcullis' },
+    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    redact: {
+      paths: ['req.headers.cookie', 'req.headers.authorization', 'res.headers["set-cookie"]', 'headers.cookie', 'headers.authorization'],
+      censor: '[redacted]',
+    },
+    serializers: { err: (e: unknown) => safeError(e) },
+  }
+}
+
+/** The access log line, written once per request when the response has been sent. */
+export function logRequest(request: FastifyRequest, reply: FastifyReply): void {
+  const ctx = request.portcullis as FastifyRequest['portcullis'] | undefined
+  const q = request.url.indexOf('?')
+  request.log.info(
+    {
+      method: request.method,
+      path: q === -1 ? request.url : request.url.slice(0, q),
+      route: ctx?.label ?? request.routeOptions.config.label ?? 'unknown',
+      status: reply.statusCode,
+      durationMs: Math.round(reply.elapsedTime * 100) / 100,
+      sub: ctx?.identity?.sub,
+    },
+    'request',
+  )
+}

@@ -1,0 +1,47 @@
+import type { FastifyInstance } from 'fastify'
+import { PortcullisError } from '../../errors.ts'
+import { beginLogin } from '../../oidc/login.ts'
+import { validateRedirect } from '../../policy/redirects.ts'
+import { isTxCookieName, sealTransaction, transactionsToEvict, txCookieName } from '../../session/transaction.ts'
+import { clearTransactionCookie, setTransactionCookie } from '../cookies.ts'
+import type { RuntimeHolder } from '../context.ts'
+import { readQuery, single } from '../query.ts'
+
+const HINT_VALUE = /^[\x20-\x7e]{1,256}$/
+
+/**
+ * GET {prefix}/start?rd=URL[&hint params]: validate `rd` (off-list → `/`), begin a login, seal its
+ * transaction into a cookie named for its state (oldest dropped past the cap), 302 to the provider.
+ */
+export function registerStart(app: FastifyInstance, holder: RuntimeHolder): void {
+  const rt0 = holder.current
+  app.get(`${rt0.prefix}/start`, { config: { kind: 'auth', label: 'auth:start' } }, async (request, reply) => {
+    const rt = request.portcullis.runtime
+    const query = readQuery(request.url)
+    const rd = validateRedirect(single(query, 'rd'), rt.publicUrl, rt.config.redirects.allowedDomains) ?? new URL('/', rt.publicUrl).href
+    const hints: Record<string, string> = {}
+    for (const name of rt.config.provider.hintParams) {
+      const value = single(query, name)
+      if (value === undefined) continue
+      if (!HINT_VALUE.test(value)) throw new PortcullisError('REQUEST_REJECTED', `The parameter "${name}" is not valid.`)
+      hints[name] = value
+    }
+    const oidc = rt.provider.get()
+    const now = rt.clock.now()
+    const { url, transaction } = await beginLogin(oidc, {
+      rd,
+      scopes: rt.config.provider.scopes,
+      authorizeParams: rt.config.provider.authorizeParams,
+      hints,
+      now,
+    })
+    const base = rt.config.session.cookieName
+    const existing = Object.entries(request.cookies).filter(
+      (e): e is [string, string] => typeof e[1] === 'string' && isTxCookieName(base, e[0]),
+    )
+    const evict = await transactionsToEvict(existing, rt.loginKeys, now, rt.config.session.loginTimeout, rt.config.session.maxPendingLogins)
+    for (const name of evict) clearTransactionCookie(rt, reply, name)
+    setTransactionCookie(rt, reply, txCookieName(base, transaction.state), await sealTransaction(transaction, rt.loginKeys))
+    return reply.code(302).header('location', url.href).header('cache-control', 'no-store').send()
+  })
+}

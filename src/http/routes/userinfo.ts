@@ -1,0 +1,29 @@
+import type { FastifyInstance } from 'fastify'
+import { claimText } from '../../policy/identity.ts'
+import type { RuntimeHolder } from '../context.ts'
+import { authenticate } from '../pipeline.ts'
+
+/**
+ * GET {prefix}/userinfo: the current user's identity as JSON. Claims only; never a token
+ * (LANDSCAPE §3 item 11).
+ */
+export function registerUserinfo(app: FastifyInstance, holder: RuntimeHolder): void {
+  app.get(`${holder.current.prefix}/userinfo`, { config: { kind: 'auth', label: 'auth:userinfo' } }, async (request, reply) => {
+    const rt = request.portcullis.runtime
+    const session = await authenticate(rt, request, reply)
+    void reply.header('cache-control', 'no-store')
+    if (session === null) {
+      return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'UNAUTHENTICATED', message: 'Not signed in.', requestId: request.id })
+    }
+    request.portcullis.identity = { sub: session.sub, claims: session.claims }
+    const c = session.claims
+    const groups = Array.isArray(c.groups) ? c.groups.filter((g): g is string => typeof g === 'string') : []
+    return reply.send({
+      user: session.sub,
+      email: claimText(c.email) || undefined,
+      preferredUsername: claimText(c.preferred_username) || undefined,
+      groups,
+      claims: c,
+    })
+  })
+}

@@ -1,0 +1,249 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { pino, type Logger } from 'pino'
+import { buildApp, type App } from './app.ts'
+import { createRuntime, type Runtime } from './runtime.ts'
+import { formatIssues, loadConfig } from './config/index.ts'
+import { validateConfig } from './config/validate.ts'
+import type { Config } from './config/types.ts'
+import { loggerOptions, safeError } from './http/logging.ts'
+import { connectProvider } from './oidc/client.ts'
+import { PortcullisError } from './errors.ts'
+
+/**
+ * The CLI (DESIGN.md §7):
+ *   portcullis [run] [--config FILE]   run the proxy (PORTCULLIS_CONFIG names the file too);
+ *                                      without any config, run the demo
+ *   portcullis check --config FILE     validate, probe the provider, print what was found
+ *   portcullis demo [--port N]         embedded provider + demo upstream + Portcullis on localhost
+ * Exit codes: 0 ok, 1 runtime failure (check: provider unreachable or disagreeing), 2 invalid config
+ * or usage.
+ */
+const USAGE = `usage: portcullis [run] [--config FILE]
+       portcullis check --config FILE
+       portcullis demo [--port 4180]`
+
+export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: { config: { type: 'string', short: 'c' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
+    })
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`)
+    return 2
+  }
+  if (parsed.values.help === true) {
+    process.stdout.write(`${USAGE}\n`)
+    return 0
+  }
+  if (parsed.values.version === true) {
+    process.stdout.write(`${version()}\n`)
+    return 0
+  }
+  const command = parsed.positionals[0] ?? 'run'
+  const file = parsed.values.config ?? env.PORTCULLIS_CONFIG
+  switch (command) {
+    case 'run':
+      if (file === undefined) return runDemo(Number(parsed.values.port ?? 4180))
+      return run(file, env)
+    case 'check':
+      if (file === undefined) {
+        process.stderr.write(`portcullis check needs --config FILE\n${USAGE}\n`)
+        return 2
+      }
+      return check(file, env)
+    case 'demo':
+      return runDemo(Number(parsed.values.port ?? 4180))
+    default:
+      process.stderr.write(`unknown command "${command}"\n${USAGE}\n`)
+      return 2
+  }
+}
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string }
+    return pkg.version ?? 'unknown'
+  } catch {
+    return 'unknown'
+  }
+}
+
+function load(file: string, env: Record<string, string | undefined>): { config: Config; warnings: string[] } | null {
+  const result = loadConfig({ file, env })
+  if (!result.ok) {
+    process.stderr.write(`${formatIssues(result.issues)}\n${result.issues.length} problem(s) in ${file}; nothing was started.\n`)
+    return null
+  }
+  return result
+}
+
+function listenAddress(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':')
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) }
+}
+
+/** Start Portcullis for a validated config; resolves when it listens. Shared by `run` and `demo`. */
+async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
+  for (const w of warnings) log.warn(w)
+  const runtime = createRuntime(config, {
+    providerEvents: {
+      onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
+      onError: (err, retryInMs) => log.error({ err: safeError(err), retryInMs }, 'provider not reachable; retrying'),
+    },
+  })
+  const app = buildApp(runtime, { logger: log })
+  const { host, port } = listenAddress(config.server.listen)
+  await app.fastify.listen({ host, port })
+  return { app, runtime }
+}
+
+function onSignals(log: Logger, stop: () => Promise<void>, reload?: () => void): void {
+  let stopping = false
+  const shutdown = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down: draining connections')
+    const force = setTimeout(() => process.exit(1), 25_000)
+    force.unref()
+    stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    )
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+  if (reload !== undefined) process.on('SIGHUP', reload)
+}
+
+async function run(file: string, env: Record<string, string | undefined>): Promise<number> {
+  const loaded = load(file, env)
+  if (loaded === null) return 2
+  const log = pino(loggerOptions(loaded.config.logging.level))
+  let current: { app: App; runtime: Runtime }
+  try {
+    current = await serve(loaded.config, log, loaded.warnings)
+  } catch (err) {
+    log.fatal({ err: safeError(err) }, 'could not start')
+    return 1
+  }
+  log.info({ listen: loaded.config.server.listen, publicUrl: loaded.config.server.publicUrl }, 'portcullis listening')
+  onSignals(
+    log,
+    async () => {
+      await current.app.fastify.close()
+      current.runtime.close()
+    },
+    () => {
+      // SIGHUP: build a new runtime from the file and swap it in; on any problem keep the old one.
+      const next = load(file, env)
+      if (next === null) {
+        log.error('reload refused: the config file has problems (see stderr); keeping the running config')
+        return
+      }
+      const runtime = createRuntime(next.config)
+      try {
+        current.app.swap(runtime)
+      } catch (err) {
+        runtime.close()
+        log.error({ err: safeError(err) }, 'reload refused')
+        return
+      }
+      const old = current.runtime
+      current = { app: current.app, runtime }
+      old.close()
+      log.info('configuration reloaded')
+    },
+  )
+  return new Promise<number>(() => {})
+}
+
+async function check(file: string, env: Record<string, string | undefined>): Promise<number> {
+  const loaded = load(file, env)
+  if (loaded === null) return 2
+  const { config } = loaded
+  const out = (line: string) => process.stdout.write(`${line}\n`)
+  out(`config: ${file} is valid`)
+  for (const w of loaded.warnings) out(`warning: ${w}`)
+  const redirectUri = new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href
+  try {
+    const oidc = await connectProvider(config.provider, redirectUri)
+    const s = oidc.summary
+    out(`provider: ${s.issuer}`)
+    out(`  authorization endpoint: ${s.authorizationEndpoint}`)
+    out(`  token endpoint:         ${s.tokenEndpoint}`)
+    out(`  jwks:                   ${s.jwksUri} (${oidc.jwks.keys().length} key(s): ${oidc.jwks.keys().map((k) => `${k.kid ?? '?'}/${k.alg ?? k.kty}`).join(', ')})`)
+    out(`  end session endpoint:   ${s.endSessionEndpoint ?? '(none: sign-out only clears the local session)'}`)
+    out(`  userinfo endpoint:      ${s.userinfoEndpoint ?? '(none)'}`)
+    out(`  ID token algorithms:    ${s.idTokenAlgorithms.join(', ') || '(not advertised)'}; using ${config.provider.idTokenSignedResponseAlg}`)
+    out(`  RFC 9207 iss parameter: ${s.issParameterSupported ? 'advertised (required at the callback)' : 'not advertised'}`)
+    out(`  PKCE methods:           ${s.codeChallengeMethods.join(', ') || '(not advertised)'}`)
+    out(`  back-channel logout:    ${s.backchannelLogoutSupported ? 'supported' : 'not advertised'}`)
+    out(`redirect URI to register at the provider: ${redirectUri}`)
+    if (s.codeChallengeMethods.length > 0 && !s.codeChallengeMethods.includes('S256')) {
+      out('problem: the provider does not advertise PKCE S256')
+      return 1
+    }
+    out('ok')
+    return 0
+  } catch (err) {
+    const e = err instanceof PortcullisError ? err : new PortcullisError('IDP_UNAVAILABLE', 'The provider could not be reached.', { cause: err })
+    const cause = safeError(e.cause)
+    process.stderr.write(`problem: ${e.publicMessage}${e.cause === undefined ? '' : ` (${cause.type}${cause.code ? ` ${cause.code}` : ''}: ${cause.message})`}\n`)
+    return 1
+  }
+}
+
+async function runDemo(port: number): Promise<number> {
+  const { startDemoStack } = await import('./demo/index.ts')
+  const publicUrl = `http://localhost:${port}`
+  const stack = await startDemoStack({ publicUrl, listen: `127.0.0.1:${port}` })
+  const result = validateConfig(stack.config)
+  if (!result.ok) {
+    process.stderr.write(`${formatIssues(result.issues)}\n`)
+    await stack.close()
+    return 2
+  }
+  const log = pino(loggerOptions('info'))
+  let started: { app: App; runtime: Runtime }
+  try {
+    started = await serve(result.config, log, [])
+  } catch (err) {
+    log.fatal({ err: safeError(err) }, 'could not start the demo')
+    await stack.close()
+    return 1
+  }
+  const user = stack.users[0]
+  process.stdout.write(
+    `\nPortcullis demo is running.\n` +
+      `  Open:      ${publicUrl}/\n` +
+      `  Sign in:   ${user?.email} / ${user?.password}  (also ${stack.users
+        .slice(1)
+        .map((u) => `${u.email} / ${u.password}`)
+        .join(', ')})\n` +
+      `  Provider:  ${stack.provider.issuer}  (embedded, reference endpoint paths)\n` +
+      `  Upstream:  ${stack.upstream.url}  (echoes the identity headers it receives)\n` +
+      `Press Ctrl+C to stop.\n\n`,
+  )
+  onSignals(log, async () => {
+    await started.app.fastify.close()
+    started.runtime.close()
+    await stack.close()
+  })
+  return new Promise<number>(() => {})
+}
+
+const isEntry = process.argv[1] !== undefined && /(^|[\\/])main\.(ts|js)$/.test(process.argv[1])
+if (isEntry) {
+  main(process.argv.slice(2), process.env).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`portcullis: ${safeError(err).message}\n`)
+      process.exit(1)
+    },
+  )
+}

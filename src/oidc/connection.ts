@@ -1,0 +1,90 @@
+import { PortcullisError } from '../errors.ts'
+import { connectProvider, type OidcClient, type ProviderConfig } from './client.ts'
+import { mapOidcError } from './errors.ts'
+
+/**
+ * Keeps trying to connect to the provider (discovery + JWKS) with exponential backoff, so Portcullis
+ * starts and answers `/readyz` 503 while the provider is down, and recovers by itself once it is up
+ * (issue #2 point 19). Requests ask `get()`, which throws NOT_READY until connected.
+ */
+export interface ProviderConnection {
+  /** The connected client, or throws PortcullisError NOT_READY / the last connection error. */
+  get(): OidcClient
+  readonly ready: boolean
+  /** The last connection failure (public message only), for `/readyz` and logs. */
+  readonly lastError: PortcullisError | null
+  /** Resolves once connected (or rejects after stop()). For tests and `portcullis check`. */
+  whenReady(): Promise<OidcClient>
+  stop(): void
+}
+
+export interface RetryPolicy {
+  readonly initialMs: number
+  readonly maxMs: number
+}
+
+export interface ConnectionEvents {
+  onConnected?(client: OidcClient): void
+  onError?(err: PortcullisError, retryInMs: number): void
+}
+
+export function createProviderConnection(
+  cfg: ProviderConfig,
+  redirectUri: string,
+  retry: RetryPolicy = { initialMs: 1000, maxMs: 30_000 },
+  events: ConnectionEvents = {},
+): ProviderConnection {
+  let current: OidcClient | null = null
+  let lastError: PortcullisError | null = null
+  let stopped = false
+  let timer: NodeJS.Timeout | null = null
+  let delay = retry.initialMs
+  const waiters: Array<{ resolve(c: OidcClient): void; reject(e: unknown): void }> = []
+
+  const attempt = async (): Promise<void> => {
+    timer = null
+    if (stopped) return
+    try {
+      const connected = await connectProvider(cfg, redirectUri)
+      if (stopped) return
+      current = connected
+      lastError = null
+      events.onConnected?.(connected)
+      for (const w of waiters.splice(0)) w.resolve(connected)
+    } catch (err) {
+      if (stopped) return
+      lastError = mapOidcError(err, 'discovery')
+      const wait = delay
+      delay = Math.min(delay * 2, retry.maxMs)
+      events.onError?.(lastError, wait)
+      timer = setTimeout(() => void attempt(), wait)
+      timer.unref()
+    }
+  }
+  void attempt()
+
+  return {
+    get(): OidcClient {
+      if (current !== null) return current
+      throw new PortcullisError('NOT_READY', 'Sign-in is temporarily unavailable: the identity provider cannot be reached. Try again in a moment.', {
+        cause: lastError ?? undefined,
+      })
+    },
+    get ready() {
+      return current !== null
+    },
+    get lastError() {
+      return lastError
+    },
+    whenReady() {
+      if (current !== null) return Promise.resolve(current)
+      if (stopped) return Promise.reject(new Error('stopped'))
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }))
+    },
+    stop() {
+      stopped = true
+      if (timer !== null) clearTimeout(timer)
+      for (const w of waiters.splice(0)) w.reject(new Error('stopped'))
+    },
+  }
+}

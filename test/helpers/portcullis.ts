@@ -1,0 +1,113 @@
+/**
+ * Start Portcullis in-process for one test, the way `main.ts` does (createRuntime → buildApp →
+ * listen), on 127.0.0.1 with a port reserved first so the provider can register the redirect URI.
+ * `startStack()` brings up provider + echo upstream + Portcullis together. Logs are captured as
+ * parsed JSON lines (and their raw text) so tests can assert on them.
+ */
+import { createServer } from 'node:net'
+import { Writable } from 'node:stream'
+import type { Test } from 'tap'
+import { pino } from 'pino'
+import { buildApp, type App } from '../../src/app.ts'
+import { createRuntime, type Runtime, type RuntimeDeps } from '../../src/runtime.ts'
+import { loggerOptions } from '../../src/http/logging.ts'
+import type { Config } from '../../src/config/types.ts'
+import { startTestProvider, type ProviderOptions, type RunningProvider } from './provider.ts'
+import { startTestUpstream, type EchoUpstream } from './upstream.ts'
+import { configFor } from './config.ts'
+
+export interface RunningPortcullis {
+  url: string
+  app: App
+  runtime: Runtime
+  /** Raw log lines, as written. */
+  logText: string[]
+  /** Parsed log lines. */
+  logs: Array<Record<string, unknown>>
+}
+
+export function reservePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export async function startPortcullis(t: Test, config: Config, deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number } = {}): Promise<RunningPortcullis> {
+  const logText: string[] = []
+  const logs: Array<Record<string, unknown>> = []
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line === '') continue
+        logText.push(line)
+        try {
+          logs.push(JSON.parse(line) as Record<string, unknown>)
+        } catch {
+          logs.push({ unparsed: line })
+        }
+      }
+      cb()
+    },
+  })
+  const logger = pino(loggerOptions(config.logging.level), sink)
+  const runtime = createRuntime(config, { retry: { initialMs: 50, maxMs: 400 }, ...deps })
+  const app = buildApp(runtime, { logger, upstreamTimeoutMs: deps.upstreamTimeoutMs })
+  const port = deps.port ?? Number(new URL(config.server.publicUrl).port)
+  await app.fastify.listen({ host: '127.0.0.1', port })
+  t.teardown(async () => {
+    await app.fastify.close()
+    runtime.close()
+  })
+  return { url: `http://127.0.0.1:${port}`, app, runtime, logText, logs }
+}
+
+export interface Stack {
+  provider: RunningProvider
+  upstream: EchoUpstream
+  proxy: RunningPortcullis
+  config: Config
+  clientId: string
+  clientSecret: string
+}
+
+export interface StackOptions {
+  /** Per-section overrides of the test config. */
+  overrides?: Record<string, unknown> | ((s: { issuer: string; upstream: string; publicUrl: string }) => Record<string, unknown>)
+  provider?: Partial<ProviderOptions>
+  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number }
+  /** Wait for the provider connection before resolving (default true). */
+  waitReady?: boolean
+}
+
+export async function startStack(t: Test, opts: StackOptions = {}): Promise<Stack> {
+  const port = await reservePort()
+  const publicUrl = `http://127.0.0.1:${port}`
+  const clientId = 'portcullis-test'
+  const clientSecret = 'test-client-secret-that-is-long-enough'
+  const provider = await startTestProvider(t, {
+    clients: [
+      {
+        clientId,
+        clientSecret,
+        redirectUris: [`${publicUrl}/oauth2/callback`],
+        postLogoutRedirectUris: [`${publicUrl}/`, `${publicUrl}/signed-out`],
+        backchannelLogoutUri: `${publicUrl}/oauth2/backchannel-logout`,
+        tokenEndpointAuthMethod: 'client_secret_basic',
+      },
+    ],
+    allowLoopbackFetch: true,
+    ...opts.provider,
+  })
+  const upstream = await startTestUpstream(t)
+  const overrides =
+    typeof opts.overrides === 'function' ? opts.overrides({ issuer: provider.issuer, upstream: upstream.url, publicUrl }) : (opts.overrides ?? {})
+  const config = configFor({ issuer: provider.issuer, clientId, clientSecret, upstream: upstream.url, publicUrl, overrides })
+  const proxy = await startPortcullis(t, config, { port, ...opts.runtime })
+  if (opts.waitReady !== false) await proxy.runtime.provider.whenReady()
+  return { provider, upstream, proxy, config, clientId, clientSecret }
+}
