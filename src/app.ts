@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import fastifyCookie from '@fastify/cookie'
 import { pino, type Logger, type LoggerOptions } from 'pino'
 import type { Runtime } from './runtime.ts'
@@ -42,10 +42,10 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
   const app: FastifyInstance = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // One access-log line per request is written by `logRequest` (path without query), not by Fastify.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
     trustProxy: false,
     return503OnClosing: true,
-    requestIdLogLabel: 'reqId',
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()

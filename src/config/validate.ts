@@ -186,6 +186,12 @@ const EXPECTED: Readonly<Record<string, string>> = {
   record: 'a mapping',
 }
 
+/** A duration key is one whose schema turns the text `1s` into the number 1000 (`duration()` in schema.ts). */
+function isDuration(path: readonly PathSegment[]): boolean {
+  const node = schemaAt(path)
+  return node !== undefined && node.safeParse('1s').data === 1000
+}
+
 /** zod's own default texts start like this; texts written in schema.ts are kept as they are. */
 const ZOD_DEFAULT_TEXT = /^(Invalid input|Invalid option|Too small|Too big|Invalid string|Invalid key|Invalid element|Invalid)\b/
 
@@ -194,6 +200,7 @@ function rewriteMessage(issue: z.core.$ZodIssue, raw: unknown): string {
   switch (issue.code) {
     case 'invalid_type':
       if (value === undefined) return 'is required'
+      if (isDuration(issue.path as PathSegment[])) return `must be a duration such as 30s, 5m or 12h (got ${describeValue(value)})`
       return `must be ${EXPECTED[issue.expected] ?? issue.expected} (got ${describeValue(value)})`
     case 'invalid_value':
       return issue.values.length === 1

@@ -14,7 +14,7 @@ export interface RequestOptions {
    * they go to node as a flat raw-header array. With pairs, `Host` is added (from the URL) only when
    * absent, and `Content-Length` only when a body is given and no length or transfer-encoding is set.
    */
-  headers?: Record<string, string | string[]> | Array<[string, string]>
+  headers?: Record<string, string | string[] | undefined> | Array<[string, string]>
   body?: string
   /** Send this jar's cookies and store the response's `Set-Cookie`s in it. */
   jar?: CookieJar
@@ -32,13 +32,10 @@ export interface TestResponse {
   json<T = unknown>(): T
 }
 
-function headerValue(
-  headers: Record<string, string | string[]> | Array<[string, string]> | undefined,
-  name: string,
-): string | undefined {
+function headerValue(headers: RequestOptions['headers'], name: string): string | undefined {
   if (!headers) return undefined
   const wanted = name.toLowerCase()
-  const entries: Array<[string, string | string[]]> = Array.isArray(headers) ? headers : Object.entries(headers)
+  const entries: Array<[string, string | string[] | undefined]> = Array.isArray(headers) ? headers : Object.entries(headers)
   for (const [k, v] of entries) if (k.toLowerCase() === wanted) return Array.isArray(v) ? v[0] : v
   return undefined
 }
@@ -77,7 +74,10 @@ export function request(url: string, opts: RequestOptions = {}): Promise<TestRes
     if (jarCookie) pairs.push(['Cookie', jarCookie])
     headers = pairs.flat()
   } else {
-    const obj: OutgoingHttpHeaders = { ...opts.headers }
+    // Undefined values are dropped, so callers can build headers conditionally.
+    const obj: OutgoingHttpHeaders = Object.fromEntries(
+      Object.entries(opts.headers ?? {}).filter((e): e is [string, string | string[]] => e[1] !== undefined),
+    )
     if (opts.body !== undefined && headerValue(opts.headers, 'content-length') === undefined) {
       if (headerValue(opts.headers, 'transfer-encoding') === undefined) {
         obj['content-length'] = String(Buffer.byteLength(opts.body))
