@@ -121,7 +121,8 @@ export function suggest(word: string, candidates: readonly string[]): string | u
   return best
 }
 
-/** Orders issues by path, comparing array indexes as numbers (`routes[2]` before `routes[10]`). */
+/** Orders issues by path, segment by segment: array indexes as numbers (`routes[2]` before `routes[10]`), keys
+ * case-insensitively. */
 export function compareIssues(a: ConfigIssue, b: ConfigIssue): number {
   const split = (p: string): string[] => p.split(/[.[\]]+/).filter((s) => s !== '')
   const pa = split(a.path)
@@ -131,6 +132,9 @@ export function compareIssues(a: ConfigIssue, b: ConfigIssue): number {
     const y = pb[i] as string
     if (x === y) continue
     if (/^\d+$/.test(x) && /^\d+$/.test(y)) return Number(x) - Number(y)
+    const xl = x.toLowerCase()
+    const yl = y.toLowerCase()
+    if (xl !== yl) return xl < yl ? -1 : 1
     return x < y ? -1 : 1
   }
   return pa.length - pb.length

@@ -35,7 +35,7 @@ export interface DemoUser {
 }
 
 /**
- * The built-in users. Passwords are demo values printed in the README; nothing here is a secret.
+ * The built-in users. The passwords are demo values, not secrets.
  * alice is in two groups (policy allow-lists), bob in one, carol in none and in another e-mail domain
  * (domain allow-lists).
  */

@@ -10,7 +10,7 @@ import type { Agent, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 export interface RequestOptions {
   method?: string
   /**
-   * An object, or an array of `[name, value]` pairs. Pairs keep their casing, order and duplicates:
+   * An object (entries whose value is `undefined` are left out), or an array of `[name, value]` pairs. Pairs keep their casing, order and duplicates:
    * they go to node as a flat raw-header array. With pairs, `Host` is added (from the URL) only when
    * absent, and `Content-Length` only when a body is given and no length or transfer-encoding is set.
    */
@@ -36,7 +36,7 @@ function headerValue(headers: RequestOptions['headers'], name: string): string |
   if (!headers) return undefined
   const wanted = name.toLowerCase()
   const entries: Array<[string, string | string[] | undefined]> = Array.isArray(headers) ? headers : Object.entries(headers)
-  for (const [k, v] of entries) if (k.toLowerCase() === wanted) return Array.isArray(v) ? v[0] : v
+  for (const [k, v] of entries) if (v !== undefined && k.toLowerCase() === wanted) return Array.isArray(v) ? v[0] : v
   return undefined
 }
 

@@ -394,3 +394,145 @@ t.test('echo upstream', async (t) => {
   ws.close()
   await once(ws, 'close')
 })
+
+t.test('embedded provider: prompt=consent, RP-initiated logout and back-channel logout to loopback', async (t) => {
+  const logoutTokens: string[] = []
+  const logLines: string[] = []
+  let gotLogoutToken: () => void = () => {}
+  const logoutTokenArrived = new Promise<void>((resolve) => {
+    gotLogoutToken = resolve
+  })
+  const rp = await startServer(t, (req, res) => {
+    if (req.method === 'POST' && req.url === '/backchannel') {
+      let body = ''
+      req.setEncoding('utf8')
+      req.on('data', (chunk: string) => (body += chunk))
+      req.on('end', () => {
+        const token = new URLSearchParams(body).get('logout_token')
+        if (token) logoutTokens.push(token)
+        res.writeHead(200).end()
+        gotLogoutToken()
+      })
+      return
+    }
+    res.end('rp')
+  })
+  const redirectUri = `${rp.url}/cb`
+  const op = await startTestProvider(t, {
+    clients: [
+      {
+        clientId: CLIENT_ID,
+        clientSecret: CLIENT_SECRET,
+        redirectUris: [redirectUri],
+        postLogoutRedirectUris: [`${rp.url}/signed-out`],
+        backchannelLogoutUri: `${rp.url}/backchannel`,
+        tokenEndpointAuthMethod: 'client_secret_post',
+      },
+    ],
+    allowLoopbackFetch: true,
+    logger: (line) => logLines.push(line),
+  })
+  const config = await client.discovery(
+    new URL(op.issuer),
+    CLIENT_ID,
+    undefined,
+    client.ClientSecretPost(CLIENT_SECRET),
+    { execute: [client.allowInsecureRequests] },
+  )
+
+  const verifier = client.randomPKCECodeVerifier()
+  const authUrl = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirectUri,
+    scope: 'openid email',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state: 's1',
+    prompt: 'consent',
+  })
+  const jar = new CookieJar()
+  let url = authUrl.href
+  let res = await request(url, { jar })
+  let callback: URL | undefined
+  for (let i = 0; i < 10 && !callback; i++) {
+    if (res.status === 200) {
+      const form = parseForm(res.body, url)!
+      res = await request(form.action, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ login: alice.email, password: alice.password }).toString(),
+        jar,
+      })
+      continue
+    }
+    t.equal(res.status, 303, `redirect at step ${i}`)
+    const next = new URL(res.headers.location ?? '', url)
+    if (next.href.startsWith(redirectUri)) callback = next
+    else res = await request((url = next.href), { jar })
+  }
+  t.ok(callback, 'prompt=consent is granted without a page')
+  t.equal(
+    op.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/interaction/')).length,
+    2,
+    'one login interaction, then one consent interaction that finished by itself',
+  )
+  const tokens = await client.authorizationCodeGrant(config, callback!, {
+    pkceCodeVerifier: verifier,
+    expectedState: 's1',
+  })
+  const sid = tokens.claims()?.sid
+  t.ok(sid, 'ID token carries sid (back-channel logout session required)')
+  t.ok(
+    op.requests.some((r) => r.path === '/oauth/token' && r.grantType === 'authorization_code'),
+    'client_secret_post token request recorded',
+  )
+
+  const endSession = client.buildEndSessionUrl(config, {
+    id_token_hint: tokens.id_token!,
+    post_logout_redirect_uri: `${rp.url}/signed-out`,
+    state: 'bye',
+  })
+  const confirmPage = await request(endSession.href, { jar })
+  t.equal(confirmPage.status, 200, 'the provider asks to confirm')
+  const confirm = parseForm(confirmPage.body, endSession.href)
+  t.equal(confirm?.action, `${op.issuer}/oidc/logout/confirm`)
+  t.ok(confirm?.fields.xsrf, 'xsrf field')
+  t.equal(confirm?.fields.logout, 'yes', 'the submit button is inside the form')
+  const done = await request(confirm!.action, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(confirm!.fields).toString(),
+    jar,
+  })
+  t.equal(done.status, 303)
+  const back = new URL(done.headers.location ?? '')
+  t.equal(`${back.origin}${back.pathname}`, `${rp.url}/signed-out`)
+  t.equal(back.searchParams.get('state'), 'bye')
+
+  await logoutTokenArrived
+  t.equal(logoutTokens.length, 1, 'one logout token posted to the loopback receiver')
+  const { payload, protectedHeader } = await jwtVerify(logoutTokens[0]!, createRemoteJWKSet(new URL(`${op.issuer}/keys`)), {
+    issuer: op.issuer,
+    audience: CLIENT_ID,
+    typ: 'logout+jwt',
+  })
+  t.equal(protectedHeader.alg, 'RS256')
+  t.equal(payload.sub, alice.id)
+  t.equal(payload.sid, sid)
+  t.ok(payload.jti)
+  t.same(payload.events, { 'http://schemas.openid.net/event/backchannel-logout': {} })
+  t.notOk('nonce' in payload)
+
+  try {
+    await client.refreshTokenGrant(config, tokens.refresh_token!)
+    t.fail('refresh after logout must fail')
+  } catch (err) {
+    t.equal(errorCode(err), 'invalid_grant', 'logout revoked the grant')
+  }
+  t.ok(logLines.some((l) => l.startsWith('backchannel.success')), 'logger sees the back-channel delivery')
+  t.ok(logLines.some((l) => l.startsWith('login ok: alice')))
+  t.same(
+    logLines.filter((l) => /server_error|provider error|interaction error/.test(l)),
+    [],
+    'no server errors',
+  )
+})

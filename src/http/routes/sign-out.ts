@@ -1,5 +1,5 @@
-import * as client from 'openid-client'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { endSessionUrl } from '../../oidc/logout.ts'
 import { validateRedirect } from '../../policy/redirects.ts'
 import { clearSessionCookies } from '../cookies.ts'
 import type { RuntimeHolder } from '../context.ts'
@@ -20,13 +20,11 @@ export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): vo
     clearSessionCookies(rt, request, reply)
     let location = rd ?? new URL('/', rt.publicUrl).href
     if (rt.provider.ready) {
-      const oidc = rt.provider.get()
-      if (oidc.summary.endSessionEndpoint !== undefined) {
-        const params: Record<string, string> = { client_id: oidc.clientId }
-        if (session !== null) params.id_token_hint = session.idToken
-        if (rd !== null) params.post_logout_redirect_uri = rd
-        location = client.buildEndSessionUrl(oidc.configuration, params).href
-      }
+      const url = endSessionUrl(rt.provider.get(), {
+        idTokenHint: session?.idToken,
+        postLogoutRedirectUri: rd ?? undefined,
+      })
+      if (url !== null) location = url
     }
     return reply.code(302).header('location', location).header('cache-control', 'no-store').send()
   }

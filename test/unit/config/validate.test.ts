@@ -1,0 +1,257 @@
+/**
+ * Config validation (STYLE.md §2.5, rule 7): every fixture in test/fixtures/configs is loaded the way
+ * main.ts loads a file; `invalid-*.yaml` must produce exactly the lines of `invalid-*.expected.txt`
+ * (the directory is written `<fixtures>` there), `valid-*.yaml` must load.
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { formatIssues, loadConfig } from '../../../src/config/index.ts'
+import { compareIssues, validateConfig } from '../../../src/config/validate.ts'
+import type { ConfigIssue } from '../../../src/config/types.ts'
+
+const FIXTURES = fileURLToPath(new URL('../../fixtures/configs', import.meta.url))
+const env = {
+  PORTCULLIS_CLIENT_SECRET: 'client-secret-value',
+  PORTCULLIS_COOKIE_SECRET: 'cookie-secret-0123456789-abcdefghij',
+}
+const files = readdirSync(FIXTURES).sort()
+
+/** A valid config as a plain tree, for cases that change one thing. */
+function base(): Record<string, any> {
+  return {
+    server: { publicUrl: 'https://app.example.com' },
+    provider: { issuer: 'https://yourenv.scalekit.com', clientId: 'skc_123', clientSecret: 'client-secret-value' },
+    session: { secrets: ['0123456789abcdef0123456789abcdef'] },
+    routes: [{ upstream: 'http://127.0.0.1:8080' }],
+  }
+}
+
+function issuesOf(raw: unknown): ConfigIssue[] {
+  const result = validateConfig(raw)
+  return result.ok ? [] : result.issues
+}
+
+t.test('fixtures: invalid-*.yaml produce exactly the expected issues', async (t) => {
+  const invalid = files.filter((f) => f.startsWith('invalid-') && f.endsWith('.yaml'))
+  t.ok(invalid.length >= 15, 'there are fixtures')
+  for (const name of invalid) {
+    const expectedFile = name.replace(/\.yaml$/, '.expected.txt')
+    t.ok(files.includes(expectedFile), `${expectedFile} exists`)
+    const expected = readFileSync(`${FIXTURES}/${expectedFile}`, 'utf8').trimEnd()
+    const result = loadConfig({ file: `${FIXTURES}/${name}`, env })
+    t.equal(result.ok, false, `${name} is refused`)
+    if (!result.ok) t.equal(formatIssues(result.issues).replaceAll(FIXTURES, '<fixtures>'), expected, name)
+  }
+})
+
+t.test('fixtures: valid-*.yaml load', async (t) => {
+  const valid = files.filter((f) => f.startsWith('valid-') && f.endsWith('.yaml'))
+  t.ok(valid.length >= 4, 'there are fixtures')
+  for (const name of valid) {
+    const result = loadConfig({ file: `${FIXTURES}/${name}`, env })
+    t.equal(result.ok, true, name)
+    if (!result.ok) t.comment(formatIssues(result.issues))
+  }
+})
+
+t.test('secrets are measured in bytes, not characters', async (t) => {
+  const withSecret = (secret: string) => {
+    const raw = base()
+    raw.session.secrets = [secret]
+    return issuesOf(raw)
+  }
+  t.same(withSecret('a'.repeat(32)), [], '32 ASCII characters')
+  t.same(withSecret('é'.repeat(32)), [], '32 two-byte characters (64 bytes)')
+  t.same(withSecret('é'.repeat(16)), [], '16 two-byte characters = 32 bytes')
+  t.same(withSecret('€'.repeat(11)), [], '11 three-byte characters = 33 bytes')
+  t.same(withSecret('a'.repeat(31)).map((i) => i.path), ['session.secrets[0]'], '31 ASCII characters')
+  t.same(withSecret(`${'é'.repeat(15)}a`).map((i) => i.path), ['session.secrets[0]'], '31 bytes in 16 characters')
+  const [issue] = withSecret('x')
+  t.notMatch(issue?.message ?? '', /\bx\b/, 'the message does not echo the secret')
+})
+
+t.test('unknown keys: did-you-mean within edit distance 2, at parent.key', async (t) => {
+  const raw = base()
+  raw.server.authPrefx = '/auth'
+  raw.server.LISTEN = '0.0.0.0:1'
+  raw.provider.clientSecretFiel = '/x'
+  raw.session.zzzzzz = 1
+  raw.metrics = { listen: '' }
+  t.same(issuesOf(raw), [
+    { path: 'metrics', message: 'unknown key' },
+    { path: 'provider.clientSecretFiel', message: 'unknown key (did you mean clientSecretFile?)' },
+    { path: 'server.authPrefx', message: 'unknown key (did you mean authPrefix?)' },
+    { path: 'server.LISTEN', message: 'unknown key (did you mean listen?)' },
+    { path: 'session.zzzzzz', message: 'unknown key' },
+  ])
+})
+
+t.test('http issuer and endpoints', async (t) => {
+  const withProvider = (extra: Record<string, unknown>) => {
+    const raw = base()
+    Object.assign(raw.provider, extra)
+    return issuesOf(raw)
+  }
+  t.same(withProvider({ issuer: 'http://127.0.0.1:9000', allowInsecureHttp: true }), [], 'loopback v4 with the switch')
+  t.same(withProvider({ issuer: 'http://127.1.2.3:9000', allowInsecureHttp: true }), [], 'anywhere in 127.0.0.0/8')
+  t.same(withProvider({ issuer: 'http://[::1]:9000', allowInsecureHttp: true }), [], 'loopback v6 with the switch')
+  t.same(withProvider({ issuer: 'http://LOCALHOST:9000', allowInsecureHttp: true }), [], 'localhost')
+  t.same(withProvider({ issuer: 'https://idp.example.com', allowInsecureHttp: true }), [], 'https with the switch is fine too')
+  t.same(withProvider({ issuer: 'http://localhost.evil.com', allowInsecureHttp: true }).map((i) => i.path), ['provider.issuer'])
+  t.same(withProvider({ issuer: 'http://128.0.0.1', allowInsecureHttp: true }).map((i) => i.path), ['provider.issuer'])
+  t.same(withProvider({ issuer: 'http://[::2]', allowInsecureHttp: true }).map((i) => i.path), ['provider.issuer'])
+  t.same(
+    withProvider({ endpoints: { jwks: 'http://localhost/keys', userinfo: 'http://idp.example.com/userinfo' } }).map((i) => i.path),
+    ['provider.endpoints.jwks', 'provider.endpoints.userinfo'],
+    'every endpoint is checked like the issuer',
+  )
+})
+
+t.test('authorizeParams: one issue per protocol parameter or hint parameter', async (t) => {
+  const raw = base()
+  raw.provider.authorizeParams = { response_type: 'token', request_uri: 'x', state: 's', login_hint: 'a@b', acr_values: 'mfa' }
+  raw.provider.hintParams = ['login_hint']
+  t.same(
+    issuesOf(raw).map((i) => i.path),
+    ['provider.authorizeParams.login_hint', 'provider.authorizeParams.request_uri', 'provider.authorizeParams.response_type', 'provider.authorizeParams.state'],
+  )
+  raw.provider.hintParams = []
+  t.same(issuesOf(raw).map((i) => i.path).includes('provider.authorizeParams.login_hint'), false, 'a hint parameter not listed is allowed')
+})
+
+t.test('publicUrl and cookieDomain', async (t) => {
+  const withUrl = (publicUrl: string, cookieDomain = '') => {
+    const raw = base()
+    raw.server.publicUrl = publicUrl
+    raw.session.cookieDomain = cookieDomain
+    return issuesOf(raw).map((i) => i.path)
+  }
+  t.same(withUrl('https://app.example.com/'), [], 'a trailing slash is an empty path')
+  t.same(withUrl('https://app.example.com:8443'), [], 'a port is part of the origin')
+  t.same(withUrl('https://app.example.com/app'), ['server.publicUrl'])
+  t.same(withUrl('https://app.example.com?'), ['server.publicUrl'], 'an empty query')
+  t.same(withUrl('https://app.example.com#x'), ['server.publicUrl'])
+  t.same(withUrl('https://u:p@app.example.com'), ['server.publicUrl'])
+  t.same(withUrl('https://app.example.com', 'example.com'), [])
+  t.same(withUrl('https://app.example.com', '.Example.com'), [], 'leading dot and case are ignored')
+  t.same(withUrl('https://app.example.com', 'app.example.com'), [])
+  t.same(withUrl('https://app.example.com', 'ample.com'), ['session.cookieDomain'], 'not on a dot boundary')
+  t.same(withUrl('https://app.example.com', 'other.example.com'), ['session.cookieDomain'])
+  t.same(withUrl('https://app.example.com', 'com'), ['session.cookieDomain'], 'a top-level domain')
+})
+
+t.test('trustedProxies', async (t) => {
+  const raw = base()
+  raw.server.trustedProxies = ['10.0.0.0/8', '192.168.1.10', 'fd00::/8', '::1', '0.0.0.0/0', '10.0.0.0/x', '300.1.1.1', '']
+  t.same(issuesOf(raw).map((i) => i.path), ['server.trustedProxies[5]', 'server.trustedProxies[6]', 'server.trustedProxies[7]'])
+})
+
+t.test('routes: duplicates compare host case-insensitively and pathPrefix exactly', async (t) => {
+  const raw = base()
+  raw.routes = [
+    { match: { host: 'a.example.com', pathPrefix: '/x' }, upstream: 'http://127.0.0.1:1' },
+    { match: { host: 'a.example.com', pathPrefix: '/x/' }, upstream: 'http://127.0.0.1:2' },
+    { match: { host: 'b.example.com', pathPrefix: '/x' }, upstream: 'http://127.0.0.1:3' },
+    { match: { host: 'A.example.com', pathPrefix: '/x' }, upstream: 'http://127.0.0.1:4' },
+    { upstream: 'http://127.0.0.1:5' },
+    { match: {}, upstream: 'http://127.0.0.1:6' },
+  ]
+  t.same(issuesOf(raw), [
+    { path: 'routes[3].match', message: 'same host ("A.example.com") and pathPrefix ("/x") as routes[0]' },
+    { path: 'routes[5].match', message: 'same host ("") and pathPrefix ("/") as routes[4]' },
+  ])
+})
+
+t.test('session durations', async (t) => {
+  const withTimes = (times: Record<string, string>) => {
+    const raw = base()
+    Object.assign(raw.session, times)
+    return issuesOf(raw).map((i) => i.path)
+  }
+  t.same(withTimes({ maxAge: '2h', idleTimeout: '2h' }), [], 'idleTimeout may equal maxAge')
+  t.same(withTimes({ maxAge: '1h' }), ['session.idleTimeout'], 'the default idleTimeout (2h) is compared too')
+  t.same(withTimes({ refreshAhead: '299s' }), [])
+  t.same(withTimes({ refreshAhead: '300000ms' }), ['session.refreshAhead'])
+})
+
+t.test('identity headers', async (t) => {
+  const raw = base()
+  raw.identity = { headers: { 'X-User': 'sub', Host: 'sub', 'keep_alive': 'sub', TE: 'sub', AUTHORIZATION: 'sub', 'x-user': 'email' } }
+  t.same(issuesOf(raw).map((i) => i.path), [
+    'identity.headers.AUTHORIZATION',
+    'identity.headers.Host',
+    'identity.headers.keep_alive',
+    'identity.headers.TE',
+    'identity.headers.x-user',
+  ])
+})
+
+t.test('cross-field rules run even when other parts fail the schema', async (t) => {
+  const raw = base()
+  raw.server.publicUrl = 'not a url'
+  raw.provider.scopes = ['email']
+  raw.session.secrets = ['short']
+  raw.routes.push({ upstream: 'http://127.0.0.1:8080' })
+  t.same(issuesOf(raw).map((i) => i.path), ['provider.scopes', 'routes[1].match', 'server.publicUrl', 'session.secrets[0]'])
+})
+
+t.test('issues are sorted by path, indexes as numbers', async (t) => {
+  const sorted = ['', 'a', 'a[2]', 'a[10]', 'a.B', 'a.c', 'b'].map((path) => ({ path, message: '' }))
+  t.same([...sorted].reverse().sort(compareIssues), sorted)
+  const raw = base()
+  raw.routes = Array.from({ length: 12 }, () => ({ upstream: 'nope' }))
+  const paths = issuesOf(raw).map((i) => i.path)
+  t.equal(paths.indexOf('routes[2].upstream') < paths.indexOf('routes[10].upstream'), true)
+})
+
+t.test('a valid config is deep-frozen', async (t) => {
+  const raw = base()
+  raw.routes.push({ match: { host: 'b.example.com' }, upstream: 'http://127.0.0.1:8081' })
+  const result = validateConfig(raw)
+  t.equal(result.ok, true)
+  if (!result.ok) return
+  const config = result.config
+  t.ok(Object.isFrozen(config))
+  t.ok(Object.isFrozen(config.server))
+  t.ok(Object.isFrozen(config.server.trustedProxies))
+  t.ok(Object.isFrozen(config.provider.endpoints))
+  t.ok(Object.isFrozen(config.session.secrets))
+  t.ok(Object.isFrozen(config.routes))
+  t.ok(Object.isFrozen(config.routes[1]?.match))
+  t.ok(Object.isFrozen(config.identity.headers))
+  t.throws(() => {
+    ;(config.server as { publicUrl: string }).publicUrl = 'https://evil.example.com'
+  }, TypeError, 'assigning throws in strict mode (ES modules are strict)')
+  t.throws(() => (config.session.secrets as string[]).push('x'), TypeError)
+  t.equal(config.server.publicUrl, 'https://app.example.com')
+  t.equal(config.session.maxAge, 12 * 3_600_000, 'durations are milliseconds')
+})
+
+t.test('formatIssues: one line per issue', async (t) => {
+  t.equal(
+    formatIssues([
+      { path: '', message: 'YAML syntax error' },
+      { path: 'session.secrets[0]', message: 'too short' },
+    ]),
+    'config error: YAML syntax error\nconfig error: session.secrets[0]: too short',
+  )
+  t.equal(formatIssues([]), '')
+})
+
+t.test('warnings for switches that weaken security', async (t) => {
+  const text = `
+server: { publicUrl: "http://app.internal", trustedProxies: ["0.0.0.0/0"] }
+provider: { issuer: "http://127.0.0.1:9000", allowInsecureHttp: true, clientId: a, clientSecret: b }
+session: { secrets: ["0123456789abcdef0123456789abcdef"] }
+routes: [{ upstream: "http://127.0.0.1:8080" }]
+`
+  const result = loadConfig({ text, env: {} })
+  t.equal(result.ok, true)
+  if (!result.ok) return
+  t.same(result.warnings, [
+    'provider.allowInsecureHttp is on: the provider is reached over plain http (loopback only; never in production)',
+    'server.publicUrl is plain http on app.internal: session cookies are sent without the Secure attribute',
+    'server.trustedProxies contains 0.0.0.0/0: X-Forwarded-* headers are believed from every peer',
+  ])
+})
