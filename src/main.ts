@@ -192,8 +192,11 @@ async function check(file: string, env: Record<string, string | undefined>): Pro
     return 0
   } catch (err) {
     const e = err instanceof PortcullisError ? err : new PortcullisError('IDP_UNAVAILABLE', 'The provider could not be reached.', { cause: err })
-    const cause = safeError(e.cause)
-    process.stderr.write(`problem: ${e.publicMessage}${e.cause === undefined ? '' : ` (${cause.type}${cause.code ? ` ${cause.code}` : ''}: ${cause.message})`}\n`)
+    const reasons: string[] = []
+    for (let c = e.cause === undefined ? undefined : safeError(e.cause); c !== undefined; c = c.cause) {
+      reasons.push(`${c.type}${c.code === undefined ? '' : ` ${c.code}`}: ${c.message}`)
+    }
+    process.stderr.write(`problem: ${e.publicMessage}${reasons.length === 0 ? '' : `\n  because: ${reasons.join('\n  because: ')}`}\n`)
     return 1
   }
 }

@@ -1,0 +1,96 @@
+import { spawn } from 'node:child_process'
+import { connect } from 'node:net'
+import { writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import t from 'tap'
+import { reservePort } from '../helpers/portcullis.ts'
+import { startTestProvider } from '../helpers/provider.ts'
+import { TEST_SECRET } from '../helpers/config.ts'
+
+const MAIN = resolve(import.meta.dirname, '../../src/main.ts')
+
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolveRun) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolveRun({ code, stdout, stderr })
+    })
+  })
+}
+
+function isListening(port: number): Promise<boolean> {
+  return new Promise((r) => {
+    const s = connect(port, '127.0.0.1')
+    s.once('connect', () => {
+      s.destroy()
+      r(true)
+    })
+    s.once('error', () => r(false))
+  })
+}
+
+t.test('an invalid config names every problem, exits 2 and listens on nothing', async (t) => {
+  const dir = t.testdir()
+  const port = await reservePort()
+  const file = join(dir, 'bad.yaml')
+  writeFileSync(
+    file,
+    `server:\n  listen: 127.0.0.1:${port}\n  publicUrl: http://127.0.0.1:${port}\n  authPrefx: /x\nprovider:\n  clientId: abc\n  clientSecret: \${MISSING_SECRET}\n  clockSkew: 30 seconds\nsession:\n  secrets: [short]\nroutes:\n  - upstream: not-a-url\n`,
+  )
+  const res = await runCli(['--config', file])
+  t.equal(res.code, 2)
+  for (const path of ['server.authPrefx', 'provider.issuer', 'provider.clientSecret', 'provider.clockSkew', 'session.secrets[0]', 'routes[0].upstream']) {
+    t.match(res.stderr, new RegExp(`config error: ${path.replace(/[[\].]/g, '\\$&')}:`), `names ${path}`)
+  }
+  t.match(res.stderr, /MISSING_SECRET/)
+  t.equal(await isListening(port), false, 'nothing listens')
+})
+
+t.test('unknown command and missing --config for check exit 2', async (t) => {
+  t.equal((await runCli(['frobnicate'])).code, 2)
+  const check = await runCli(['check'])
+  t.equal(check.code, 2)
+  t.match(check.stderr, /needs --config/)
+})
+
+t.test('portcullis check reports what the provider offers', async (t) => {
+  const provider = await startTestProvider(t, { clients: [{ clientId: 'cli', clientSecret: 'cli-secret-long-enough', redirectUris: ['http://127.0.0.1:1/oauth2/callback'] }] })
+  const dir = t.testdir()
+  const write = (name: string, issuer: string) => {
+    const file = join(dir, name)
+    writeFileSync(
+      file,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${issuer}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+    )
+    return file
+  }
+  const ok = await runCli(['check', '--config', write('ok.yaml', provider.issuer)])
+  t.equal(ok.code, 0, ok.stderr)
+  t.match(ok.stdout, `authorization endpoint: ${provider.issuer}/oauth/authorize`)
+  t.match(ok.stdout, `token endpoint:         ${provider.issuer}/oauth/token`)
+  t.match(ok.stdout, `${provider.issuer}/keys (1 key(s)`)
+  t.match(ok.stdout, `${provider.issuer}/oidc/logout`)
+  t.match(ok.stdout, /RFC 9207 iss parameter: advertised/)
+  t.match(ok.stdout, /RS256/)
+  t.match(ok.stdout, /redirect URI to register at the provider: http:\/\/127\.0\.0\.1:1\/oauth2\/callback/)
+
+  // Same server, another name for it: discovery names a different issuer than configured.
+  const other = provider.issuer.replace('127.0.0.1', 'localhost')
+  const mismatch = await runCli(['check', '--config', write('mismatch.yaml', other)])
+  t.equal(mismatch.code, 1)
+  t.match(mismatch.stderr, /problem: .*does not match the configuration/)
+  t.match(mismatch.stderr, /issuer/)
+
+  const down = await runCli(['check', '--config', write('down.yaml', `http://127.0.0.1:${await reservePort()}`)])
+  t.equal(down.code, 1)
+  t.match(down.stderr, /problem: .*could not be reached/)
+})
