@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs'
+import { readFileSync, realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { buildApp, type App } from './app.ts'
@@ -240,7 +241,7 @@ async function runDemo(port: number): Promise<number> {
   return new Promise<number>(() => {})
 }
 
-const isEntry = process.argv[1] !== undefined && /(^|[\\/])main\.(ts|js)$/.test(process.argv[1])
+const isEntry = process.argv[1] !== undefined && realpathOr(process.argv[1]) === realpathOr(fileURLToPath(import.meta.url))
 if (isEntry) {
   main(process.argv.slice(2), process.env).then(
     (code) => process.exit(code),
@@ -249,4 +250,12 @@ if (isEntry) {
       process.exit(1)
     },
   )
+}
+
+function realpathOr(path: string): string {
+  try {
+    return realpathSync(path)
+  } catch {
+    return path
+  }
 }

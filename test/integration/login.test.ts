@@ -1,6 +1,6 @@
 import t from 'tap'
 import { startStack } from '../helpers/portcullis.ts'
-import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
+import { authorizeUntilCallback, login, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { CookieJar, request } from '../helpers/http.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 
@@ -75,4 +75,19 @@ t.test('two tabs can log in at once', async (t) => {
   t.equal(a.status, 302)
   t.equal(b.status, 302)
   t.equal(jar.names().filter((n) => n.startsWith('_portcullis_tx_')).length, 2)
+})
+
+t.test('a hostile rd falls back to / after login; an allowed one is honoured', async (t) => {
+  const { proxy } = await startStack(t, { overrides: { redirects: { allowedDomains: ['.example.org'] } } })
+  for (const rd of ['//evil.com', 'https://evil.com/', '/\\evil.com', 'javascript:alert(1)', `${proxy.url}@evil.com/`]) {
+    const { finalLocation } = await login({ proxyUrl: proxy.url, startUrl: `${proxy.url}/oauth2/start?rd=${encodeURIComponent(rd)}` })
+    t.equal(finalLocation, `${proxy.url}/`, `rd ${JSON.stringify(rd)} → /`)
+  }
+  const dup = await request(`${proxy.url}/oauth2/start?rd=/a&rd=/b`)
+  t.equal(dup.status, 400, 'a duplicated rd is refused')
+  const allowed = 'https://app.example.org/x?y=1'
+  const { jar, callbackUrl } = await authorizeUntilCallback({ proxyUrl: proxy.url, startUrl: `${proxy.url}/oauth2/start?rd=${encodeURIComponent(allowed)}` })
+  const done = await request(callbackUrl, { jar, headers: NAVIGATION_HEADERS })
+  t.equal(done.status, 302)
+  t.equal(done.headers.location, allowed, 'an allow-listed absolute rd is where the login ends')
 })
