@@ -24,6 +24,7 @@ import { logRequest, loggerOptions, safeError } from './http/logging.ts'
 export interface AppOptions {
   /** A pino logger to use, or pino options; defaults to JSON at the configured level on stdout. */
   readonly logger?: Logger | LoggerOptions
+  /** Overrides `server.upstreamTimeout` (tests). */
   readonly upstreamTimeoutMs?: number
 }
 
@@ -98,7 +99,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   app.all(REJECTED_TARGET, { config: { kind: 'auth', label: 'rejected' } }, async () => {
     throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
   })
-  registerProxy(app, holder, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 30_000 })
+  registerProxy(app, holder, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout })
 
   return {
     fastify: app,

@@ -14,7 +14,8 @@ import { formatPath, objectKeysAt, schemaAt, schemaKindAt, suggest, unwrapSchema
  * 4. `PORTCULLIS_<SECTION>_<KEY>` environment overrides;
  * 5. `<key>File`: the file's content (one trailing newline stripped) becomes `<key>`.
  *
- * Problems are collected as `ConfigIssue`s, never thrown. Messages name variables and file paths, never
+ * Override values and file contents are taken literally: they are not `${...}`-expanded (a secret may
+ * contain `${`). Problems are collected as `ConfigIssue`s, never thrown. Messages name variables and file paths, never
  * a value read from the environment or a file (they are secrets more often than not).
  */
 

@@ -71,6 +71,7 @@ const server = z.strictObject({
     .default('/oauth2')
     .describe('Path prefix of the login, callback, sign-out and check endpoints'),
   trustedProxies: z.array(z.string()).default([]).describe('CIDRs whose X-Forwarded-* headers are believed; empty = none'),
+  upstreamTimeout: duration('30s').describe('How long an upstream may take to send response headers, or pause while sending the body'),
 })
 
 const endpoints = z.strictObject({

@@ -77,7 +77,7 @@ t.test('YAML', async (t) => {
 
 t.test('${VAR} expansion', async (t) => {
   t.test('in every string value, nested and in lists, but not in keys', async (t) => {
-    const tree = raw('a: ${A}\nb: [x${A}y, { c: "${B}" }]\n${A}: 1\n', { A: 'aa', B: 'bb' })
+    const tree = raw('a: ${A}\nb:\n  - x${A}y\n  - c: ${B}\n${A}: 1\n', { A: 'aa', B: 'bb' })
     t.same(tree, { a: 'aa', b: ['xaay', { c: 'bb' }], '${A}': 1 })
   })
 
@@ -87,7 +87,7 @@ t.test('${VAR} expansion', async (t) => {
   })
 
   t.test('$${ is a literal ${', async (t) => {
-    t.same(raw('a: $${A}\nb: $$${A}\nc: cost $5 {x}\n', { A: 'v' }), { a: '${A}', b: '$v', c: 'cost $5 {x}' })
+    t.same(raw('a: $${A}\nb: x$${A:-d}y${A}\nc: cost $5 {x} $A\n', { A: 'v' }), { a: '${A}', b: 'x${A:-d}yv', c: 'cost $5 {x} $A' })
   })
 
   t.test('an unset variable is an issue at its key, naming the variable', async (t) => {
@@ -225,10 +225,13 @@ t.test('PORTCULLIS_<SECTION>_<KEY> overrides', async (t) => {
         PORTCULLIS_SESSION_MAX_PENDING_LOGINS: '7',
         PORTCULLIS_LOGGING_LEVEL: 'debug',
         PORTCULLIS_REDIRECTS_ALLOWED_DOMAINS: '.example.com',
-        PORTCULLIS_PROVIDER_AUTHORIZE_PARAMS: '{organization_id: 123}',
+        PORTCULLIS_PROVIDER_AUTHORIZE_PARAMS: '{tenant: 123}',
       },
     })
-    if (!result.ok) return t.fail(formatIssues(result.issues))
+    if (!result.ok) {
+      t.fail(formatIssues(result.issues))
+      return
+    }
     const c = result.config
     t.equal(c.session.maxAge, 5 * 60_000)
     t.equal(c.session.idleTimeout, 60_000)
@@ -238,7 +241,7 @@ t.test('PORTCULLIS_<SECTION>_<KEY> overrides', async (t) => {
     t.equal(c.session.maxPendingLogins, 7)
     t.equal(c.logging.level, 'debug')
     t.same(c.redirects.allowedDomains, ['.example.com'], 'a bare value for a list key is a list of one')
-    t.same(c.provider.authorizeParams, { organization_id: '123' }, 'map values stay strings')
+    t.same(c.provider.authorizeParams, { tenant: '123' }, 'map values stay strings')
   })
 
   t.test('an override replaces a value whose ${VAR} is unset', async (t) => {
