@@ -58,3 +58,25 @@ t.test('sign-out clears the session and ends it at the provider', async (t) => {
   const evilLoc = new URL(String(evil.headers.location))
   t.equal(evilLoc.searchParams.get('post_logout_redirect_uri'), null, 'an off-list rd is not passed on')
 })
+
+t.test('sign-out by POST (a form) works and proxied form posts still stream through untouched', async (t) => {
+  const { proxy, upstream } = await startStack(t)
+  const { jar } = await login({ proxyUrl: proxy.url })
+  const form = await request(`${proxy.url}/submit`, {
+    method: 'POST',
+    jar,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+    body: 'a=1&b=%20two',
+  })
+  t.equal(form.status, 200)
+  t.equal(upstream.requests.at(-1)?.body, 'a=1&b=%20two', 'the upstream got the body byte for byte')
+  const out = await request(`${proxy.url}/oauth2/sign_out`, {
+    method: 'POST',
+    jar,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' },
+    body: `rd=${encodeURIComponent(`${proxy.url}/signed-out`)}`,
+  })
+  t.equal(out.status, 302)
+  t.equal(new URL(String(out.headers.location)).searchParams.get('post_logout_redirect_uri'), `${proxy.url}/signed-out`)
+  t.notOk(jar.get('_portcullis'))
+})

@@ -15,7 +15,8 @@ import { readQuery, single } from '../query.ts'
 export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const rt = request.portcullis.runtime
-    const rd = validateRedirect(single(readQuery(request.url), 'rd'), rt.publicUrl, rt.config.redirects.allowedDomains)
+    const form = request.body instanceof URLSearchParams ? request.body : undefined
+    const rd = validateRedirect(single(form ?? readQuery(request.url), 'rd'), rt.publicUrl, rt.config.redirects.allowedDomains)
     const session = await authenticate(rt, request, reply)
     clearSessionCookies(rt, request, reply)
     let location = rd ?? new URL('/', rt.publicUrl).href
@@ -29,5 +30,13 @@ export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): vo
     return reply.code(302).header('location', location).header('cache-control', 'no-store').send()
   }
   const path = `${holder.current.prefix}/sign_out`
-  app.route({ method: ['GET', 'POST'], url: path, config: { kind: 'auth', label: 'auth:sign_out' }, handler })
+  // Own scope: form bodies are parsed here only. Registered at the root, a form parser would be
+  // inherited by the proxy's scope and proxied form posts would no longer be streamed as they are.
+  void app.register(async (scope) => {
+    scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16 * 1024 }, (_req, body, done) => {
+      done(null, new URLSearchParams(body as string))
+    })
+    scope.addContentTypeParser('*', { parseAs: 'string', bodyLimit: 16 * 1024 }, (_req, _body, done) => done(null, undefined))
+    scope.route({ method: ['GET', 'POST'], url: path, config: { kind: 'auth', label: 'auth:sign_out' }, handler })
+  })
 }
