@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'LOGIN_DENIED' // provider sent error=... to the callback → 403 page, retry link
   | 'LOGIN_FAILED' // state/iss/nonce/ID-token checks failed → 400 page, fresh-login link
   | 'SESSION_ENDED' // refresh answered invalid_grant → clear cookies, go to login
+  | 'SESSION_TOO_LARGE' // the tokens do not fit in the cookie budget even without the ID token → 500
   | 'REDIRECT_REJECTED' // a redirect target off the allowlist where no fallback is possible
   | 'PATH_REJECTED' // a request path that cannot be normalized safely → 400
   | 'REQUEST_REJECTED' // malformed request (duplicate protocol parameters, bad framing) → 400

@@ -81,15 +81,38 @@ export function createPipeline(holder: RuntimeHolder) {
  * cookies are cleared). Re-seals a cookie that was opened with an older secret (key rotation).
  */
 export async function authenticate(rt: Runtime, request: FastifyRequest, reply: FastifyReply): Promise<Session | null> {
-  const value = readSessionCookie(request, rt.config.session.cookieName)
-  if (value === null) return null
+  const name = rt.config.session.cookieName
+  const value = readSessionCookie(request, name)
+  if (value === null) {
+    // Chunks that cannot be joined (missing first piece, too many, empty, oversized) are no session,
+    // and are cleared so the browser stops sending them.
+    if (hasSessionChunks(request, name)) clearSessionCookies(rt, request, reply)
+    return null
+  }
   const loaded = await rt.sessions.load(value)
   if (loaded === null) {
     clearSessionCookies(rt, request, reply)
     return null
   }
-  if (loaded.renew) {
-    setSessionCookies(rt, request, reply, await rt.sessions.save(loaded.session), expiresAt(loaded.session, rt.limits) - rt.clock.now())
+  const now = rt.clock.now()
+  if (loaded.renew || now - loaded.session.lastSeenAt >= IDLE_RENEW_MS) {
+    // Re-seal when the cookie was opened with an older secret (rotation), or to move the idle clock;
+    // the latter at most once a minute so the cookie is not rewritten on every request.
+    const session = { ...loaded.session, lastSeenAt: now }
+    setSessionCookies(rt, request, reply, await rt.sessions.save(session), expiresAt(session, rt.limits) - now)
+    return session
   }
   return loaded.session
 }
+
+/** The idle clock (`lastSeenAt`) moves at most this often. */
+export const IDLE_RENEW_MS = 60_000
+
+function hasSessionChunks(request: FastifyRequest, name: string): boolean {
+  const prefix = `${name}_`
+  for (const key in request.cookies) {
+    if (key === name || (key.startsWith(prefix) && CHUNK_SUFFIX.test(key.slice(prefix.length)))) return true
+  }
+  return false
+}
+const CHUNK_SUFFIX = /^\d+$/

@@ -11,8 +11,9 @@ export function chunkName(base: string, index: number): string {
   return index === 0 ? base : `${base}_${index}`
 }
 
-/** Split a value into named chunks. */
+/** Split a value into named chunks. Throws for a value that would need more than MAX_CHUNKS. */
 export function split(base: string, value: string): Array<[name: string, value: string]> {
+  if (value.length > MAX_CHUNKS * CHUNK_SIZE) throw new RangeError(`value of ${value.length} characters needs more than ${MAX_CHUNKS} chunks`)
   const out: Array<[string, string]> = []
   for (let i = 0, n = 0; i < value.length || n === 0; i += CHUNK_SIZE, n++) {
     out.push([chunkName(base, n), value.slice(i, i + CHUNK_SIZE)])

@@ -3,6 +3,15 @@ import { open, seal } from './codec.ts'
 import { asSession, isExpired, type Session, type SessionLimits } from './model.ts'
 import { OpenCache } from './open-cache.ts'
 import type { Clock } from '../clock.ts'
+import { PortcullisError } from '../errors.ts'
+import { CHUNK_SIZE } from './chunks.ts'
+
+/**
+ * Budget of a sealed session in the cookie store: three chunks (~11 KB). Browsers and Node (16 KB of
+ * request headers by default) must still fit every other cookie and header beside it; a session that
+ * cannot be read back would send the user to the provider forever (LANDSCAPE §2 item 1).
+ */
+export const MAX_COOKIE_SESSION = 3 * CHUNK_SIZE
 import type { LoadedSession, SessionStore } from './store.ts'
 
 /**
@@ -25,7 +34,14 @@ export function createCookieStore(deps: { ring: KeyRing; limits: SessionLimits; 
       if (isExpired(loaded.session, deps.clock.now(), deps.limits)) return null
       return loaded
     },
-    save: (session: Session) => seal(session, deps.ring),
+    async save(session: Session) {
+      const sealed = await seal(session, deps.ring)
+      if (sealed.length <= MAX_COOKIE_SESSION) return sealed
+      // The ID token is only needed as id_token_hint at sign-out: drop it before giving up.
+      const slim = await seal({ ...session, idToken: '' }, deps.ring)
+      if (slim.length <= MAX_COOKIE_SESSION) return slim
+      throw new PortcullisError('SESSION_TOO_LARGE', 'The sign-in produced a session too large to keep in a cookie.')
+    },
     async clear(cookieValue: string) {
       cache.delete(cookieValue)
     },

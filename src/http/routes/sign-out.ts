@@ -22,7 +22,7 @@ export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): vo
     let location = rd ?? new URL('/', rt.publicUrl).href
     if (rt.provider.ready) {
       const url = endSessionUrl(rt.provider.get(), {
-        idTokenHint: session?.idToken,
+        idTokenHint: session?.idToken || undefined, // '' when the ID token did not fit the cookie
         postLogoutRedirectUri: rd ?? undefined,
       })
       if (url !== null) location = url
