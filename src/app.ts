@@ -14,7 +14,7 @@ import { registerUserinfo } from './http/routes/userinfo.ts'
 import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError, STATUS } from './http/errors.ts'
-import { logRequest, loggerOptions, safeError } from './http/logging.ts'
+import { logRequest, loggerOptions } from './http/logging.ts'
 
 /**
  * The Fastify application: plugins and routes in pipeline order. Never listens (STYLE.md rule 14);
@@ -76,7 +76,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
 
   app.setErrorHandler((err, request, reply) => {
     const status = err instanceof PortcullisError ? STATUS[err.code] : (err as { statusCode?: number }).statusCode ?? 500
-    const entry = { err: safeError(err), route: request.portcullis?.label }
+    const entry = { err, route: request.portcullis?.label }
     if (status >= 500) request.log.error(entry, 'request failed')
     else request.log.info(entry, 'request refused')
     const rt = request.portcullis?.runtime ?? holder.current

@@ -94,7 +94,7 @@ async function serve(config: Config, log: Logger, warnings: readonly string[]): 
   const runtime = createRuntime(config, {
     providerEvents: {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
-      onError: (err, retryInMs) => log.error({ err: safeError(err), retryInMs }, 'provider not reachable; retrying'),
+      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'provider not reachable; retrying'),
     },
   })
   const app = buildApp(runtime, { logger: log })
@@ -129,7 +129,7 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
   try {
     current = await serve(loaded.config, log, loaded.warnings)
   } catch (err) {
-    log.fatal({ err: safeError(err) }, 'could not start')
+    log.fatal({ err }, 'could not start')
     return 1
   }
   log.info({ listen: loaded.config.server.listen, publicUrl: loaded.config.server.publicUrl }, 'portcullis listening')
@@ -151,7 +151,7 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
         current.app.swap(runtime)
       } catch (err) {
         runtime.close()
-        log.error({ err: safeError(err) }, 'reload refused')
+        log.error({ err }, 'reload refused')
         return
       }
       const old = current.runtime
@@ -217,7 +217,7 @@ async function runDemo(port: number): Promise<number> {
   try {
     started = await serve(result.config, log, [])
   } catch (err) {
-    log.fatal({ err: safeError(err) }, 'could not start the demo')
+    log.fatal({ err }, 'could not start the demo')
     await stack.close()
     return 1
   }

@@ -45,6 +45,11 @@ export function mapOidcError(err: unknown, phase: OidcPhase): PortcullisError {
   }
   if (err instanceof client.ClientError) {
     const code = err.code ?? ''
+    // oauth4webapi only parses an OAuth error body for 4xx; any 5xx (JSON or not) arrives here as
+    // RESPONSE_IS_NOT_CONFORM with the Response as `cause`. A 5xx is an outage, not a bad answer.
+    if (code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' && err.cause instanceof Response && err.cause.status >= 500) {
+      return new PortcullisError('IDP_UNAVAILABLE', 'The identity provider is not available. Try again in a moment.', { cause: err })
+    }
     if (phase === 'discovery') {
       return new PortcullisError('IDP_REJECTED', 'The identity provider metadata does not match the configuration.', { cause: err })
     }

@@ -1,0 +1,15 @@
+import t from 'tap'
+import { startStack } from '../helpers/portcullis.ts'
+import { request } from '../helpers/http.ts'
+
+t.test('refusals are logged with the error type and code, once, and without the query string', async (t) => {
+  const { proxy } = await startStack(t)
+  const res = await request(`${proxy.url}/oauth2/callback?error=access_denied&state=abc&code=secret-code-value-123456789`, { headers: { accept: 'application/json' } })
+  t.equal(res.status, 403)
+  const line = proxy.logs.find((l) => l.msg === 'request refused')
+  t.match(line?.err, { type: 'PortcullisError', code: 'LOGIN_DENIED' })
+  t.notMatch(JSON.stringify(proxy.logs), /secret-code-value/, 'the callback query never reaches the logs')
+  const access = proxy.logs.filter((l) => l.msg === 'request' && l.path === '/oauth2/callback')
+  t.equal(access.length, 1)
+  t.equal(access[0]?.status, 403)
+})
