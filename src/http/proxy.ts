@@ -60,13 +60,42 @@ function isTrusted(rt: Runtime, peer: string): boolean {
 const onError: NonNullable<FastifyReplyFromHooks['onError']> = (reply, { error }) => {
   const err = error as Error & { code?: string }
   const request = reply.request as FastifyRequest
-  request.log.warn({ upstreamError: err.code ?? err.name, route: request.portcullis.label }, 'upstream request failed')
+  // reply-from wraps the socket error (FST_REPLY_FROM_INTERNAL_SERVER_ERROR for a refused
+  // connection); the cause's code (ECONNREFUSED, ...) is what tells an operator what went wrong.
+  const cause = (err.cause as { code?: unknown } | undefined)?.code
+  request.log.warn(
+    { upstreamError: err.code ?? err.name, upstreamCause: typeof cause === 'string' ? cause : undefined, route: request.portcullis.label },
+    'upstream request failed',
+  )
   const code = err.code !== undefined && TIMEOUT_CODES.has(err.code) ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
   void reply.send(
     new PortcullisError(code, code === 'UPSTREAM_TIMEOUT' ? 'The application did not answer in time.' : 'The application is not reachable right now.', {
       cause: err,
     }),
   )
+}
+
+/**
+ * Hop-by-hop response headers (RFC 9110 §7.6.1) describe the upstream connection, not the client's:
+ * copied through, the upstream's `Connection: keep-alive` overrode a client's `Connection: close`
+ * (the socket stayed open) and its pool's `Keep-Alive: timeout=5` reached the client.
+ * reply-from strips them only for HTTP/2 clients.
+ */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
+const rewriteHeaders: NonNullable<FastifyReplyFromHooks['rewriteHeaders']> = (headers) => {
+  const connection = headers.connection
+  const listed = typeof connection === 'string' ? connection.toLowerCase().split(',').map((s) => s.trim()) : []
+  const out: IncomingHttpHeaders = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (!HOP_BY_HOP.has(name) && !listed.includes(name)) out[name] = value as string | string[] | undefined
+  }
+  return out
+}
+
+/** The query string exactly as the client sent it (reply-from would re-encode a parsed copy). */
+const rawQuery = (_search: string | undefined, reqUrl: string): string => {
+  const q = reqUrl.indexOf('?')
+  return q === -1 ? '' : reqUrl.slice(q + 1)
 }
 
 const getUpstream: NonNullable<FastifyReplyFromHooks['getUpstream']> = (req) =>
@@ -106,15 +135,37 @@ export function registerProxy(app: FastifyInstance, holder: RuntimeHolder, opts:
       headersTimeout: opts.upstreamTimeoutMs,
       bodyTimeout: opts.upstreamTimeoutMs,
     },
+    // WebSocket upgrades are proxied inside http-proxy's own handler, which builds the upstream URL
+    // from the request path and `getUpstream`'s origin only, so the route's base path was lost
+    // (`upstream: http://app/base` got `/x` for HTTP `/base/x`). Prepend it here, as `handler` does
+    // for HTTP. `raw.upgrade` is true only for requests Node emitted as 'upgrade'.
+    preHandler: async (request) => {
+      const route = request.portcullis.route
+      // `upgrade` is set by Node's HTTP parser but missing from @types/node.
+      if ((request.raw as { upgrade?: boolean }).upgrade === true && route !== null && route.upstreamBasePath !== '') request.raw.url = route.upstreamBasePath + request.url
+    },
     // http-proxy re-encodes the query string; send the normalized request target as it is instead.
+    // Only the path goes in the source: reply-from percent-decodes the whole source and refuses any
+    // `/..` in it, so a query such as `?next=/../x` was refused (400) and one holding `%zz` failed
+    // (500). The query is passed through `queryString`, byte for byte.
     handler: (request, reply, _dest, options) => {
       const route = request.portcullis.route as NonNullable<RequestContext['route']>
-      return reply.from(route.upstreamBasePath + request.url, options)
+      const q = request.url.indexOf('?')
+      return reply.from(route.upstreamBasePath + (q === -1 ? request.url : request.url.slice(0, q)), options)
     },
+    // reply-from's own "fetching from remote server" / "response received" lines: the access log
+    // already has one line per request.
+    disableRequestLogging: true,
     replyOptions: {
       getUpstream,
       rewriteRequestHeaders,
+      rewriteHeaders,
       onError,
+      queryString: rawQuery,
+      // By default reply-from re-sends a GET answered 503 up to 10 times (reading the app's
+      // Retry-After as milliseconds): 11 hits on an app that said it is overloaded. A 503 is the
+      // application's answer; pass it through once.
+      retryDelay: () => null,
     },
     wsClientOptions,
   })

@@ -16,16 +16,20 @@ export function claimText(value: unknown): string {
   return ''
 }
 
-const UNSAFE_HEADER_CHARS = /[^\x20-\x7e]/g
+// `u`: match a surrogate pair (emoji) as one code point; without it each half is matched alone and
+// encodeURIComponent throws "URI malformed" on it.
+const UNSAFE_HEADER_CHARS = /[^\x20-\x7e]/gu
 
 /**
  * Make a value safe for an HTTP header: control characters are removed (no header injection) and
  * non-ASCII text is percent-encoded as UTF-8 (`José` → `Jos%C3%A9`), since Node refuses such bytes.
+ * A lone surrogate (possible in a JSON claim) becomes U+FFFD instead of throwing.
  */
 export function headerSafe(value: string): string {
   return value.replace(UNSAFE_HEADER_CHARS, (ch) => {
     const code = ch.codePointAt(0) as number
-    return code < 0x20 || code === 0x7f ? '' : encodeURIComponent(ch)
+    if (code < 0x20 || code === 0x7f) return ''
+    return code >= 0xd800 && code <= 0xdfff ? '%EF%BF%BD' : encodeURIComponent(ch)
   })
 }
 
