@@ -29,7 +29,8 @@ export function createPipeline(holder: RuntimeHolder) {
     request.portcullis = ctx
 
     // 1. strip
-    stripHeaders(request.headers, rt.stripSet)
+    // The raw headers object: what reply-from and the WebSocket proxy copy from.
+    stripHeaders(request.raw.headers, rt.stripSet)
 
     // 2. path
     if ((request.raw as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] === true) {

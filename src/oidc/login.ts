@@ -1,5 +1,4 @@
 import * as client from 'openid-client'
-import { PortcullisError } from '../errors.ts'
 import type { OidcClient } from './client.ts'
 
 /**
@@ -15,21 +14,6 @@ export interface LoginTransaction {
   /** ms since the epoch. */
   readonly createdAt: number
 }
-
-/** Parameters the authorize URL is built from; protocol parameters are ours alone. */
-export const PROTOCOL_PARAMS: ReadonlySet<string> = new Set([
-  'response_type',
-  'client_id',
-  'redirect_uri',
-  'scope',
-  'state',
-  'nonce',
-  'code_challenge',
-  'code_challenge_method',
-  'response_mode',
-  'request',
-  'request_uri',
-])
 
 export interface BeginLoginInput {
   readonly rd: string
@@ -49,15 +33,11 @@ export async function beginLogin(oidc: OidcClient, input: BeginLoginInput): Prom
   const verifier = client.randomPKCECodeVerifier()
   const state = client.randomState()
   const nonce = client.randomNonce()
-  const params: Record<string, string> = {}
-  for (const [k, v] of Object.entries(input.hints)) {
-    if (!PROTOCOL_PARAMS.has(k) && !(k in input.authorizeParams)) params[k] = v
-  }
-  for (const [k, v] of Object.entries(input.authorizeParams)) {
-    if (PROTOCOL_PARAMS.has(k)) throw new PortcullisError('REQUEST_REJECTED', `authorize parameter ${k} is reserved`)
-    params[k] = v
-  }
-  Object.assign(params, {
+  // Later spreads win: a hint never overrides a static parameter, and neither can override a protocol
+  // parameter (config validation also refuses protocol names in authorizeParams).
+  const params: Record<string, string> = {
+    ...input.hints,
+    ...input.authorizeParams,
     response_type: 'code',
     redirect_uri: oidc.redirectUri,
     scope: input.scopes.join(' '),
@@ -65,7 +45,7 @@ export async function beginLogin(oidc: OidcClient, input: BeginLoginInput): Prom
     nonce,
     code_challenge: await client.calculatePKCECodeChallenge(verifier),
     code_challenge_method: 'S256',
-  })
+  }
   const url = client.buildAuthorizationUrl(oidc.configuration, params)
   return { url, transaction: { state, nonce, verifier, rd: input.rd, createdAt: input.now } }
 }

@@ -94,3 +94,48 @@ t.test('portcullis check reports what the provider offers', async (t) => {
   t.equal(down.code, 1)
   t.match(down.stderr, /problem: .*could not be reached/)
 })
+
+t.test('SIGHUP reloads the config file; a broken file keeps the running config; SIGTERM exits 0', async (t) => {
+  const { startTestUpstream } = await import('../helpers/upstream.ts')
+  const { request } = await import('../helpers/http.ts')
+  const upstream = await startTestUpstream(t)
+  const port = await reservePort()
+  const dir = t.testdir()
+  const file = join(dir, 'config.yaml')
+  const deadProvider = await reservePort()
+  const write = (isPublic: string) =>
+    writeFileSync(
+      file,
+      `server:\n  listen: 127.0.0.1:${port}\n  publicUrl: http://127.0.0.1:${port}\nprovider:\n  issuer: http://127.0.0.1:${deadProvider}\n  clientId: c\n  clientSecret: s\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: ${upstream.url}\n    public: ${isPublic}\n`,
+    )
+  write('false')
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', file], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+  const until = async (check: () => Promise<boolean> | boolean) => {
+    for (let i = 0; i < 200; i++) {
+      if (await check()) return true
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    return false
+  }
+  t.ok(await until(() => out.includes('portcullis listening')), 'started')
+  t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 503, 'protected before the reload (503: its provider is down)')
+
+  write('true')
+  child.kill('SIGHUP')
+  t.ok(await until(() => out.includes('configuration reloaded')), 'reloaded')
+  t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 200, 'public after the reload')
+
+  writeFileSync(file, 'server: [not, a, mapping\n')
+  child.kill('SIGHUP')
+  t.ok(await until(() => out.includes('reload refused')), 'a broken file is refused')
+  t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 200, 'the running config is kept')
+
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'SIGTERM drains and exits 0')
+})
