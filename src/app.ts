@@ -11,6 +11,7 @@ import { registerStart } from './http/routes/start.ts'
 import { registerCallback } from './http/routes/callback.ts'
 import { registerSignOut } from './http/routes/sign-out.ts'
 import { registerUserinfo } from './http/routes/userinfo.ts'
+import { registerBackchannel } from './http/routes/backchannel.ts'
 import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError, STATUS } from './http/errors.ts'
@@ -93,6 +94,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   registerCallback(app, holder)
   registerSignOut(app, holder)
   registerUserinfo(app, holder)
+  registerBackchannel(app, holder)
   app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
     throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
   })

@@ -129,6 +129,10 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
   try {
     current = await serve(loaded.config, log, loaded.warnings)
   } catch (err) {
+    if (err instanceof PortcullisError && err.code === 'CONFIG_INVALID') {
+      process.stderr.write(`config error: ${err.publicMessage}\nnothing was started.\n`)
+      return 2
+    }
     log.fatal({ err }, 'could not start')
     return 1
   }
@@ -146,7 +150,13 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
         log.error('reload refused: the config file has problems (see stderr); keeping the running config')
         return
       }
-      const runtime = createRuntime(next.config)
+      let runtime: Runtime
+      try {
+        runtime = createRuntime(next.config)
+      } catch (err) {
+        log.error({ err }, 'reload refused')
+        return
+      }
       try {
         current.app.swap(runtime)
       } catch (err) {

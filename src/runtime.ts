@@ -1,9 +1,17 @@
+import { randomBytes } from 'node:crypto'
 import type { Config } from './config/types.ts'
 import { type Clock, systemClock } from './clock.ts'
+import { PortcullisError } from './errors.ts'
+import { refreshTokens } from './oidc/refresh.ts'
+import { createJtiReplayCache } from './oidc/logout.ts'
+import { createMemoryStore } from './session/memory-store.ts'
+import { createMemoryRevocations, type RevocationList } from './session/revocations.ts'
+import { Refresher } from './session/refresher.ts'
+import { validateRedirect } from './policy/redirects.ts'
 import { createProviderConnection, type ConnectionEvents, type ProviderConnection, type RetryPolicy } from './oidc/connection.ts'
 import { createKeyRing, type KeyRing } from './session/keyring.ts'
 import { createCookieStore } from './session/cookie-store.ts'
-import { BASE_CLAIMS, type SessionLimits } from './session/model.ts'
+import { BASE_CLAIMS, refreshedSession, type SessionLimits } from './session/model.ts'
 import type { SessionStore } from './session/store.ts'
 import { compileRoutes, type RouteTable } from './policy/routes.ts'
 import { buildStripSet } from './policy/headers.ts'
@@ -36,6 +44,16 @@ export interface Runtime {
   readonly keepClaims: ReadonlySet<string>
   /** True for the names of Portcullis's own cookies (session chunks, login transactions). */
   isOwnCookie(name: string): boolean
+  /** Sessions ended early (sign-out here, back-channel logout). */
+  readonly revocations: RevocationList
+  /** Single-flight token refresh with a short result cache. */
+  readonly refresher: Refresher
+  /** Validated `session.postLogoutRedirect`, or null when unset. */
+  readonly postLogoutRedirect: string | null
+  /** Record a logout token's jti; true when it was seen before (replay). */
+  seenLogoutJti(jti: string, untilMs: number): boolean
+  /** A new random session id. */
+  newSessionId(): string
   close(): void
 }
 
@@ -53,7 +71,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   const limits: SessionLimits = { maxAge: config.session.maxAge, idleTimeout: config.session.idleTimeout }
   const sessionKeys = createKeyRing(config.session.secrets, 'session')
   const loginKeys = createKeyRing(config.session.secrets, 'login')
-  const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents)
+  const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents, clock)
   const cookieName = config.session.cookieName
   const ownPrefix = `${cookieName}_`
   const strip = new Set<string>([
@@ -63,6 +81,28 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     'X-Forwarded-Access-Token',
   ])
   if (config.identity.passAuthorizationHeader) strip.add('Authorization')
+  const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers)])
+  let postLogoutRedirect: string | null = null
+  if (config.session.postLogoutRedirect !== '') {
+    postLogoutRedirect = validateRedirect(config.session.postLogoutRedirect, publicUrl, config.redirects.allowedDomains)
+    if (postLogoutRedirect === null) {
+      throw new PortcullisError('CONFIG_INVALID', 'session.postLogoutRedirect: must be on server.publicUrl\'s origin or a redirects.allowedDomains entry')
+    }
+  }
+  const refresher = new Refresher(
+    async (session) => {
+      if (session.refreshToken === undefined) {
+        throw new PortcullisError('SESSION_ENDED', 'Your session has ended. Please sign in again.', { cause: new Error('no refresh token') })
+      }
+      const tokens = await refreshTokens(provider.get(), session.refreshToken, session.sub, clock.now())
+      return refreshedSession(session, tokens, keepClaims)
+    },
+    { clock },
+  )
+  const sessions =
+    config.session.store === 'memory'
+      ? createMemoryStore({ limits, clock, maxSessions: config.session.memoryMaxSessions })
+      : createCookieStore({ ring: sessionKeys, limits, clock })
   return {
     config,
     clock,
@@ -74,13 +114,18 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     provider,
     sessionKeys,
     loginKeys,
-    sessions: createCookieStore({ ring: sessionKeys, limits, clock }),
+    sessions,
     limits,
     routes: compileRoutes(config.routes),
     stripSet: buildStripSet(strip),
     identityHeaders: compileIdentityHeaders(config.identity.headers),
-    keepClaims: new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers)]),
+    keepClaims,
     isOwnCookie: (name) => name === cookieName || name.startsWith(ownPrefix),
+    revocations: createMemoryRevocations({ ttlMs: config.session.maxAge }),
+    refresher,
+    postLogoutRedirect,
+    seenLogoutJti: createJtiReplayCache(clock),
+    newSessionId: () => randomBytes(18).toString('base64url'),
     close: () => provider.stop(),
   }
 }

@@ -90,6 +90,11 @@ const provider = z.strictObject({
   scopes: z.array(z.string().min(1)).default(['openid', 'profile', 'email', 'offline_access']),
   tokenEndpointAuthMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
   idTokenSignedResponseAlg: z.enum(SIGNING_ALGS).default('RS256').describe('Algorithm the provider signs ID tokens with'),
+  audience: z.string().default('').describe('Audience JWT access tokens must carry; empty = clientId'),
+  accessTokenType: z
+    .enum(['auto', 'jwt', 'opaque'])
+    .default('auto')
+    .describe('auto: verify access tokens that are JWTs; jwt: always verify; opaque: never (use expires_in)'),
   endpoints: endpoints.default({}),
   authorizeParams: z.record(z.string(), z.string()).default({}),
   hintParams: z.array(z.enum(HINT_PARAMS)).default([...HINT_PARAMS]),
@@ -99,7 +104,8 @@ const provider = z.strictObject({
 })
 
 const session = z.strictObject({
-  store: z.enum(['cookie']).default('cookie').describe('Session store: cookie (memory and redis arrive in later releases)'),
+  store: z.enum(['cookie', 'memory']).default('cookie').describe('Session store: cookie (stateless) or memory (server-side, one instance)'),
+  memoryMaxSessions: z.number().int().min(100).max(10_000_000).default(100_000).describe('Sessions the memory store keeps at most'),
   cookieName: z
     .string()
     .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, "_" or "-"')
@@ -110,6 +116,7 @@ const session = z.strictObject({
   idleTimeout: duration('2h'),
   refreshAhead: duration('30s'),
   loginTimeout: duration('10m').describe('How long a started login may take'),
+  postLogoutRedirect: z.string().default('').describe('post_logout_redirect_uri sent to the provider at sign-out; empty = the validated rd, else publicUrl'),
   maxPendingLogins: z.number().int().min(1).max(20).default(5).describe('Login transactions kept at once (tabs)'),
 })
 

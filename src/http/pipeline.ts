@@ -5,7 +5,7 @@ import { readSessionCookie } from './credentials.ts'
 import { clearSessionCookies, setSessionCookies } from './cookies.ts'
 import { isBrowserNavigation } from './negotiate.ts'
 import type { RequestContext, RuntimeHolder } from './context.ts'
-import { expiresAt, type Session } from '../session/model.ts'
+import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
 import type { Runtime } from '../runtime.ts'
 
 /**
@@ -15,10 +15,12 @@ import type { Runtime } from '../runtime.ts'
  *   2. reject paths that could not be normalized (normalization itself runs in Fastify's rewriteUrl,
  *      so routing already saw the normalized path)
  *   3. match the route (host, longest prefix); public routes stop here
- *   4. authenticate: session cookie → store (open-cache → codec) → session
+ *   4. authenticate: session cookie → store (open-cache → codec) → session, unless revoked; then
+ *      freshen: the JWT access token verified (once per token), refreshed when it expires within
+ *      `session.refreshAhead` (single-flight), the new session written back
  *   5. no session: browser navigation → 302 to {prefix}/start; anything else → 401 JSON
  *   6. attach the identity for the proxy step (`http/proxy.ts`)
- * Per-route allow rules (step 4 of DESIGN.md §3), refresh and revocation come with later issues.
+ * Per-route allow rules (step 4 of DESIGN.md §3) come with a later issue.
  */
 export const PATH_REJECTED = Symbol('portcullis.pathRejected')
 
@@ -50,8 +52,9 @@ export function createPipeline(holder: RuntimeHolder) {
     ctx.label = route.id
     if (route.public) return
 
-    // 4. authenticate
-    const session = await authenticate(rt, request, reply)
+    // 4. authenticate (cookie → store → not revoked), then make sure the tokens are fresh
+    const found = await authenticate(rt, request, reply)
+    const session = found === null ? null : await freshen(rt, request, reply, found.session, found.value)
     if (session !== null) {
       ctx.session = session
       ctx.identity = { sub: session.sub, claims: session.claims }
@@ -76,12 +79,12 @@ export function createPipeline(holder: RuntimeHolder) {
   }
 }
 
-
 /**
- * The session a request's cookie holds, or null (a bad or expired cookie is no session, and its
- * cookies are cleared). Re-seals a cookie that was opened with an older secret (key rotation).
+ * The session a request's cookie holds, and that cookie value; or null (a bad, expired or revoked
+ * cookie is no session, and its cookies are cleared). Re-seals a cookie that was opened with an older
+ * secret (key rotation), and moves the idle clock at most once a minute.
  */
-export async function authenticate(rt: Runtime, request: FastifyRequest, reply: FastifyReply): Promise<Session | null> {
+export async function authenticate(rt: Runtime, request: FastifyRequest, reply: FastifyReply): Promise<{ session: Session; value: string } | null> {
   const name = rt.config.session.cookieName
   const value = readSessionCookie(request, name)
   if (value === null) {
@@ -91,7 +94,7 @@ export async function authenticate(rt: Runtime, request: FastifyRequest, reply: 
     return null
   }
   const loaded = await rt.sessions.load(value)
-  if (loaded === null) {
+  if (loaded === null || (await rt.revocations.isRevoked(loaded.session))) {
     clearSessionCookies(rt, request, reply)
     return null
   }
@@ -100,10 +103,59 @@ export async function authenticate(rt: Runtime, request: FastifyRequest, reply: 
     // Re-seal when the cookie was opened with an older secret (rotation), or to move the idle clock;
     // the latter at most once a minute so the cookie is not rewritten on every request.
     const session = { ...loaded.session, lastSeenAt: now }
-    setSessionCookies(rt, request, reply, await rt.sessions.save(session), expiresAt(session, rt.limits) - now)
-    return session
+    return { session, value: await store(rt, request, reply, session, value) }
   }
-  return loaded.session
+  return { session: loaded.session, value }
+}
+
+/**
+ * Issue #3 points 1, 3, 4: verify a JWT access token (once per token, LRU); refresh when it is expired
+ * or expires within `session.refreshAhead`, shared by concurrent requests. `invalid_grant`, a changed
+ * `sub` or an invalid token end the session (null: login or 401). With the provider down or failing,
+ * the session keeps being served while its access token is valid, then a 503 with Retry-After.
+ */
+async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, value: string): Promise<Session | null> {
+  const now = rt.clock.now()
+  let expired = session.accessExpiresAt <= now
+  if (rt.provider.ready) {
+    const check = await rt.provider.get().accessTokens.check(session.accessToken)
+    if (check.status === 'invalid') {
+      request.log.warn({ reason: check.reason }, 'session access token failed verification; session ended')
+      await endSession(rt, request, reply, value)
+      return null
+    }
+    if (check.status === 'expired') expired = true
+  }
+  if (!expired && !needsRefresh(session, now, rt.config.session.refreshAhead)) return session
+  try {
+    const next = await rt.refresher.refresh(session)
+    await store(rt, request, reply, next, value)
+    return next
+  } catch (err) {
+    if (err instanceof PortcullisError && err.code === 'SESSION_ENDED') {
+      request.log.info({ err }, 'session ended at refresh')
+      await endSession(rt, request, reply, value)
+      return null
+    }
+    if (!expired) {
+      request.log.warn({ err }, 'token refresh failed; serving the still-valid session')
+      return session
+    }
+    throw err
+  }
+}
+
+/** Save the session; set the cookie when its value changed (a server-side store keeps the ticket). */
+async function store(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, current: string): Promise<string> {
+  const value = await rt.sessions.save(session, current)
+  if (value !== current) setSessionCookies(rt, request, reply, value, expiresAt(session, rt.limits) - rt.clock.now())
+  return value
+}
+
+/** End a session here: forget it in the store, and clear its cookies. */
+export async function endSession(rt: Runtime, request: FastifyRequest, reply: FastifyReply, value: string): Promise<void> {
+  await rt.sessions.clear(value)
+  clearSessionCookies(rt, request, reply)
 }
 
 /** The idle clock (`lastSeenAt`) moves at most this often. */

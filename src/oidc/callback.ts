@@ -30,19 +30,25 @@ export async function completeLogin(oidc: OidcClient, tx: LoginTransaction, call
   return toTokenSet(oidc, response, nowMs)
 }
 
-/** Verify the ID token of a token response and build the plain TokenSet. Shared with refresh. */
-export async function toTokenSet(
-  oidc: OidcClient,
-  response: client.TokenEndpointResponse,
-  nowMs: number,
-): Promise<TokenSet> {
+/** Verify the ID token of a token response and build the plain TokenSet. */
+export async function toTokenSet(oidc: OidcClient, response: client.TokenEndpointResponse, nowMs: number): Promise<TokenSet> {
   const idToken = response.id_token
   if (typeof idToken !== 'string') {
     throw new PortcullisError('LOGIN_FAILED', 'The identity provider returned no ID token.')
   }
-  let claims: Record<string, unknown>
+  return {
+    idToken,
+    accessToken: response.access_token,
+    refreshToken: response.refresh_token,
+    accessExpiresAt: accessExpiry(response, nowMs),
+    claims: await verifyIdToken(oidc, idToken, nowMs, 'callback'),
+  }
+}
+
+/** ID-token signature and claims through our JWKS and allow-list; errors mapped for `phase`. */
+export async function verifyIdToken(oidc: OidcClient, idToken: string, nowMs: number, phase: 'callback' | 'refresh'): Promise<Record<string, unknown>> {
   try {
-    claims = await verifyJwt(idToken, oidc.jwks, {
+    return await verifyJwt(idToken, oidc.jwks, {
       issuer: oidc.issuer,
       audience: oidc.clientId,
       algorithms: oidc.idTokenAlgorithms,
@@ -50,14 +56,12 @@ export async function toTokenSet(
       nowSec: Math.floor(nowMs / 1000),
     })
   } catch (err) {
-    throw mapOidcError(err, 'callback')
+    throw mapOidcError(err, phase)
   }
+}
+
+/** Absolute access-token expiry from `expires_in` (5 minutes when the provider does not say). */
+export function accessExpiry(response: client.TokenEndpointResponse, nowMs: number): number {
   const expiresIn = typeof response.expires_in === 'number' && response.expires_in > 0 ? response.expires_in : 300
-  return {
-    idToken,
-    accessToken: response.access_token,
-    refreshToken: response.refresh_token,
-    accessExpiresAt: nowMs + expiresIn * 1000,
-    claims,
-  }
+  return nowMs + expiresIn * 1000
 }

@@ -1,7 +1,9 @@
 import * as client from 'openid-client'
 import type { Config } from '../config/types.ts'
 import { PortcullisError } from '../errors.ts'
-import { createJwks, type Jwks } from './jwks.ts'
+import { ASYMMETRIC_ALGS, createJwks, type Jwks } from './jwks.ts'
+import { AccessTokenVerifier } from './access-token.ts'
+import { systemClock, type Clock } from '../clock.ts'
 import { mapOidcError } from './errors.ts'
 import type { ProviderSummary } from './tokens.ts'
 
@@ -19,6 +21,8 @@ export interface OidcClient {
   readonly redirectUri: string
   readonly idTokenAlgorithms: readonly string[]
   readonly clockToleranceSec: number
+  /** Verifies (once per token) the JWT access tokens held in sessions. */
+  readonly accessTokens: AccessTokenVerifier
 }
 
 export type ProviderConfig = Config['provider']
@@ -33,7 +37,7 @@ export function isLoopbackHost(hostname: string): boolean {
  * Discovery refuses a document whose `issuer` differs from the configured one (openid-client checks
  * it), so a mismatched provider is refused before any user is redirected to it.
  */
-export async function connectProvider(cfg: ProviderConfig, redirectUri: string): Promise<OidcClient> {
+export async function connectProvider(cfg: ProviderConfig, redirectUri: string, clock: Clock = systemClock): Promise<OidcClient> {
   const clientAuth =
     cfg.tokenEndpointAuthMethod === 'client_secret_post'
       ? client.ClientSecretPost(cfg.clientSecret)
@@ -92,7 +96,7 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string):
     )
   }
 
-  const jwks = createJwks(server.jwks_uri as string, { timeoutMs: cfg.timeout })
+  const jwks = createJwks(server.jwks_uri as string, { timeoutMs: cfg.timeout, clock })
   try {
     await jwks.reload()
   } catch (err) {
@@ -120,5 +124,14 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string):
     redirectUri,
     idTokenAlgorithms: [cfg.idTokenSignedResponseAlg],
     clockToleranceSec: Math.ceil(cfg.clockSkew / 1000),
+    accessTokens: new AccessTokenVerifier(jwks, {
+      issuer: server.issuer,
+      audience: cfg.audience === '' ? cfg.clientId : cfg.audience,
+      // Access tokens may be signed with another asymmetric algorithm than ID tokens.
+      algorithms: ASYMMETRIC_ALGS,
+      clockToleranceSec: Math.ceil(cfg.clockSkew / 1000),
+      mode: cfg.accessTokenType,
+      clock,
+    }),
   }
 }

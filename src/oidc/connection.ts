@@ -1,4 +1,5 @@
 import { PortcullisError } from '../errors.ts'
+import { systemClock, type Clock } from '../clock.ts'
 import { connectProvider, type OidcClient, type ProviderConfig } from './client.ts'
 import { mapOidcError } from './errors.ts'
 
@@ -33,6 +34,7 @@ export function createProviderConnection(
   redirectUri: string,
   retry: RetryPolicy = { initialMs: 1000, maxMs: 30_000 },
   events: ConnectionEvents = {},
+  clock: Clock = systemClock,
 ): ProviderConnection {
   let current: OidcClient | null = null
   let lastError: PortcullisError | null = null
@@ -45,7 +47,7 @@ export function createProviderConnection(
     timer = null
     if (stopped) return
     try {
-      const connected = await connectProvider(cfg, redirectUri)
+      const connected = await connectProvider(cfg, redirectUri, clock)
       if (stopped) return
       current = connected
       lastError = null

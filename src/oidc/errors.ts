@@ -34,6 +34,9 @@ export function mapOidcError(err: unknown, phase: OidcPhase): PortcullisError {
       details: { error: safeCode(err.error) },
     })
   }
+  if (phase === 'refresh' && (err instanceof IatInFutureError || err instanceof joseErrors.JOSEError) && !(err instanceof joseErrors.JWKSTimeout)) {
+    return new PortcullisError('SESSION_ENDED', 'Your session has ended. Please sign in again.', { cause: err })
+  }
   if (err instanceof IatInFutureError) {
     return new PortcullisError('LOGIN_FAILED', 'The identity token could not be verified. Please sign in again.', { cause: err })
   }
@@ -56,6 +59,7 @@ export function mapOidcError(err: unknown, phase: OidcPhase): PortcullisError {
     if (RESPONSE_SHAPE_CODES.has(code)) {
       return new PortcullisError('IDP_REJECTED', 'The identity provider sent a response that could not be understood.', { cause: err })
     }
+    if (phase === 'refresh') return new PortcullisError('SESSION_ENDED', 'Your session has ended. Please sign in again.', { cause: err })
     return new PortcullisError('LOGIN_FAILED', 'The login response failed validation. Please sign in again.', { cause: err })
   }
   if (isNetworkError(err)) {

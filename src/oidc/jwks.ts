@@ -1,30 +1,96 @@
-import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import type { Clock } from '../clock.ts'
+import { systemClock } from '../clock.ts'
 
 /**
- * One remote JWKS per provider, shared by every signature check (ID tokens now; access, bearer and
- * logout tokens later). jose caches the keys, refetches at most once per cooldown when an unknown
- * `kid` shows up, and keeps the cached keys when a refetch fails.
+ * One JWKS cache per provider, shared by every signature check (ID, access, logout tokens).
+ * - fetched once at connect; refreshed in the background when older than `maxAgeMs`;
+ * - an unknown `kid` triggers at most one refetch per `cooldownMs`, then the token is rejected;
+ * - a failed fetch keeps the cached keys working (jose's RemoteJWKSet would instead fail every
+ *   verification once its cache is stale and the endpoint is down).
  */
 export interface Jwks {
   readonly getKey: JWTVerifyGetKey
-  /** Fetch the key set now (startup, readiness, `portcullis check`). */
+  /** Fetch the key set now; throws when the first fetch fails (startup, `portcullis check`). */
   reload(): Promise<void>
   /** The keys currently cached (for `portcullis check`). */
   keys(): ReadonlyArray<{ kid?: string; alg?: string; kty: string }>
 }
 
-export function createJwks(jwksUri: string, opts: { timeoutMs: number; cooldownMs?: number }): Jwks {
-  const set = createRemoteJWKSet(new URL(jwksUri), {
-    timeoutDuration: opts.timeoutMs,
-    cooldownDuration: opts.cooldownMs ?? 30_000,
-    cacheMaxAge: 10 * 60_000,
-  })
+export interface JwksOptions {
+  readonly timeoutMs: number
+  readonly cooldownMs?: number
+  readonly maxAgeMs?: number
+  readonly clock?: Clock
+}
+
+export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
+  const clock = opts.clock ?? systemClock
+  const cooldown = opts.cooldownMs ?? 30_000
+  const maxAge = opts.maxAgeMs ?? 10 * 60_000
+  let set: JSONWebKeySet | null = null
+  let local: ReturnType<typeof createLocalJWKSet> | null = null
+  let fetchedAt = Number.NEGATIVE_INFINITY
+  let inflight: Promise<void> | null = null
+
+  const fetchNow = (): Promise<void> => {
+    if (inflight !== null) return inflight
+    fetchedAt = clock.now() // counts attempts too, so a failing endpoint is not hammered
+    inflight = (async () => {
+      const res = await fetch(jwksUri, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(opts.timeoutMs) })
+      if (!res.ok) throw new JwksFetchError(`JWKS endpoint answered ${res.status}`)
+      const body = (await res.json()) as unknown
+      if (typeof body !== 'object' || body === null || !Array.isArray((body as { keys?: unknown }).keys)) {
+        throw new JwksFetchError('JWKS response has no "keys" array')
+      }
+      set = body as JSONWebKeySet
+      local = createLocalJWKSet(set)
+    })().finally(() => {
+      inflight = null
+    })
+    return inflight
+  }
+  const fetchQuietly = async (): Promise<void> => {
+    try {
+      await fetchNow()
+    } catch {
+      // keep the cached keys; the next attempt waits for the cooldown
+    }
+  }
+
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    if (local === null) await fetchNow()
+    if (clock.now() - fetchedAt > maxAge) void fetchQuietly()
+    try {
+      return await (local as NonNullable<typeof local>)(header, token)
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWKSNoMatchingKey) || clock.now() - fetchedAt < cooldown) throw err
+      await fetchQuietly() // an unknown kid: the provider may have rotated its keys
+      return (local as NonNullable<typeof local>)(header, token)
+    }
+  }
   return {
-    getKey: set,
-    reload: () => set.reload(),
-    keys: () => (set.jwks()?.keys ?? []).map((k) => ({ kid: k.kid, alg: k.alg, kty: k.kty ?? 'unknown' })),
+    getKey,
+    reload: fetchNow,
+    keys: () => (set?.keys ?? []).map((k) => ({ kid: k.kid, alg: k.alg, kty: k.kty ?? 'unknown' })),
   }
 }
+
+/** The JWKS endpoint answered, but not with a key set. */
+export class JwksFetchError extends Error {
+  readonly code = 'ERR_JWKS_FETCH'
+  constructor(message: string) {
+    super(message)
+    this.name = 'JwksFetchError'
+  }
+}
+
+/**
+ * Asymmetric JWS algorithms accepted for provider-signed tokens: never `none`, never HMAC (a public key
+ * must never serve as an HMAC secret). Same list as `SIGNING_ALGS` in config/schema.ts (config/ may not
+ * import oidc/; a unit test keeps the two equal).
+ */
+export const ASYMMETRIC_ALGS: readonly string[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519']
 
 export interface VerifyOptions {
   readonly issuer: string
@@ -32,6 +98,9 @@ export interface VerifyOptions {
   readonly algorithms: readonly string[]
   readonly clockToleranceSec: number
   readonly nowSec: number
+  readonly typ?: string
+  readonly requiredClaims?: readonly string[]
+  readonly maxTokenAgeSec?: number
 }
 
 /**
@@ -46,7 +115,9 @@ export async function verifyJwt(token: string, jwks: Jwks, opts: VerifyOptions):
     algorithms: [...opts.algorithms],
     clockTolerance: opts.clockToleranceSec,
     currentDate: new Date(opts.nowSec * 1000),
-    requiredClaims: ['iat', 'exp', 'sub'],
+    requiredClaims: [...(opts.requiredClaims ?? ['iat', 'exp', 'sub'])],
+    ...(opts.typ === undefined ? {} : { typ: opts.typ }),
+    ...(opts.maxTokenAgeSec === undefined ? {} : { maxTokenAge: opts.maxTokenAgeSec }),
   })
   if (typeof payload.iat !== 'number' || payload.iat > opts.nowSec + opts.clockToleranceSec) {
     throw new IatInFutureError()

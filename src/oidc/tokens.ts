@@ -12,6 +12,19 @@ export interface TokenSet {
   readonly claims: Readonly<Record<string, unknown>>
 }
 
+/**
+ * What a refresh yields. A provider may omit the ID token (keep the old one and its claims) and may not
+ * rotate the refresh token (keep the old one).
+ */
+export interface RefreshedTokens {
+  readonly accessToken: string
+  readonly accessExpiresAt: number
+  readonly refreshToken: string | undefined
+  /** Present when the provider sent a new ID token; its `sub` was checked against the session's. */
+  readonly idToken: string | undefined
+  readonly claims: Readonly<Record<string, unknown>> | undefined
+}
+
 /** A summary of the provider metadata, for `portcullis check`, `/readyz` and the sign-out route. */
 export interface ProviderSummary {
   readonly issuer: string

@@ -1,4 +1,4 @@
-import type { TokenSet } from '../oidc/tokens.ts'
+import type { RefreshedTokens, TokenSet } from '../oidc/tokens.ts'
 
 /**
  * The session: who the user is (a subset of the ID-token claims), the tokens, and its clocks
@@ -6,6 +6,8 @@ import type { TokenSet } from '../oidc/tokens.ts'
  */
 export interface Session {
   readonly v: 1
+  /** Random id of this login session: the memory store's ticket id, the key of local revocation. */
+  readonly id: string
   readonly sub: string
   readonly sid: string | undefined
   readonly claims: Readonly<Record<string, unknown>>
@@ -27,15 +29,21 @@ export interface SessionLimits {
 /** Claims kept in every session besides the ones identity headers ask for. */
 export const BASE_CLAIMS: readonly string[] = ['sub', 'email', 'email_verified', 'name', 'preferred_username', 'groups', 'acr', 'amr', 'auth_time', 'sid']
 
-export function sessionFromTokens(tokens: TokenSet, now: number, keepClaims: ReadonlySet<string>): Session {
+function pickClaims(all: Readonly<Record<string, unknown>>, keep: ReadonlySet<string>): Record<string, unknown> {
   const claims: Record<string, unknown> = {}
-  for (const name of keepClaims) {
-    if (tokens.claims[name] !== undefined) claims[name] = tokens.claims[name]
+  for (const name of keep) {
+    if (all[name] !== undefined) claims[name] = all[name]
   }
+  return claims
+}
+
+export function sessionFromTokens(tokens: TokenSet, now: number, keepClaims: ReadonlySet<string>, id: string): Session {
+  const claims = pickClaims(tokens.claims, keepClaims)
   const authTime = tokens.claims.auth_time
   const sid = tokens.claims.sid
   return {
     v: 1,
+    id,
     sub: String(tokens.claims.sub),
     sid: typeof sid === 'string' ? sid : undefined,
     claims,
@@ -47,6 +55,26 @@ export function sessionFromTokens(tokens: TokenSet, now: number, keepClaims: Rea
     createdAt: now,
     lastSeenAt: now,
   }
+}
+
+/**
+ * The session after a refresh: new access token, the rotated refresh token (or the old one when the
+ * provider did not rotate), and the new ID token and its claims when one came (its `sub` was checked).
+ */
+export function refreshedSession(session: Session, tokens: RefreshedTokens, keepClaims: ReadonlySet<string>): Session {
+  return {
+    ...session,
+    accessToken: tokens.accessToken,
+    accessExpiresAt: tokens.accessExpiresAt,
+    refreshToken: tokens.refreshToken ?? session.refreshToken,
+    idToken: tokens.idToken ?? session.idToken,
+    claims: tokens.claims === undefined ? session.claims : pickClaims(tokens.claims, keepClaims),
+  }
+}
+
+/** The access token expires within `ahead` ms: refresh before proxying. */
+export function needsRefresh(session: Session, now: number, ahead: number): boolean {
+  return session.accessExpiresAt - now <= ahead
 }
 
 /** Absolute lifetime or idle timeout passed. */
@@ -68,6 +96,8 @@ export function asSession(payload: unknown): Session | null {
   const s = payload as Record<string, unknown>
   if (
     s.v !== 1 ||
+    typeof s.id !== 'string' ||
+    s.id === '' ||
     typeof s.sub !== 'string' ||
     s.sub === '' ||
     typeof s.idToken !== 'string' ||

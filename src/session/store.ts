@@ -12,11 +12,15 @@ export interface LoadedSession {
 }
 
 export interface SessionStore {
-  readonly kind: 'cookie'
+  readonly kind: 'cookie' | 'memory'
   /** Open the cookie value; null for anything that is not a live session of ours. Never throws. */
   load(cookieValue: string): Promise<LoadedSession | null>
-  /** Persist the session; returns the cookie value to set. */
-  save(session: Session): Promise<string>
+  /**
+   * Persist the session; returns the cookie value to set. `current` is the cookie value the session
+   * was loaded from: a server-side store updates that entry in place and returns the same value (no
+   * cookie needs rewriting); the cookie store seals a new value.
+   */
+  save(session: Session, current?: string): Promise<string>
   /** Forget the session behind this cookie value (no-op for the cookie store). */
   clear(cookieValue: string): Promise<void>
 }

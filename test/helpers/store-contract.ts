@@ -37,6 +37,7 @@ const T0 = Date.UTC(2030, 0, 15, 9, 0, 0)
 export function fullSession(now: number, overrides: Partial<Session> = {}): Session {
   return {
     v: 1,
+    id: 'session-id-full-0123456789',
     sub: 'user-1234',
     sid: 'sid-abcdef',
     claims: {
@@ -68,6 +69,7 @@ export function fullSession(now: number, overrides: Partial<Session> = {}): Sess
 export function minimalSession(now: number): Session {
   return {
     v: 1,
+    id: 'session-id-minimal',
     sub: 'minimal',
     sid: undefined,
     claims: {},

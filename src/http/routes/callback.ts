@@ -6,6 +6,7 @@ import { safeCode } from '../../oidc/errors.ts'
 import { expiresAt, sessionFromTokens } from '../../session/model.ts'
 import { openTransaction, txCookieName } from '../../session/transaction.ts'
 import { clearTransactionCookie, setSessionCookies } from '../cookies.ts'
+import { readSessionCookie } from '../credentials.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
 
@@ -43,7 +44,10 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
     request.portcullis.retryRd = tx.rd
     const search = request.url.slice(request.url.indexOf('?'))
     const tokens = await completeLogin(rt.provider.get(), tx, new URL(`${rt.prefix}/callback${search}`, rt.publicUrl), now)
-    const session = sessionFromTokens(tokens, now, rt.keepClaims)
+    // A new login never continues an old session (no fixation): forget whatever the browser had.
+    const previous = readSessionCookie(request, rt.config.session.cookieName)
+    if (previous !== null) await rt.sessions.clear(previous)
+    const session = sessionFromTokens(tokens, now, rt.keepClaims, rt.newSessionId())
     setSessionCookies(rt, request, reply, await rt.sessions.save(session), expiresAt(session, rt.limits) - now)
     request.portcullis.identity = { sub: session.sub, claims: session.claims }
     return reply.code(302).header('location', tx.rd).header('cache-control', 'no-store').send()

@@ -10,7 +10,7 @@ import { authenticate } from '../pipeline.ts'
 export function registerUserinfo(app: FastifyInstance, holder: RuntimeHolder): void {
   app.get(`${holder.current.prefix}/userinfo`, { config: { kind: 'auth', label: 'auth:userinfo' } }, async (request, reply) => {
     const rt = request.portcullis.runtime
-    const session = await authenticate(rt, request, reply)
+    const session = (await authenticate(rt, request, reply))?.session ?? null
     void reply.header('cache-control', 'no-store')
     if (session === null) {
       return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'UNAUTHENTICATED', message: 'Not signed in.', requestId: request.id })

@@ -10,6 +10,7 @@ const clock = fakeClock()
 const store = createCookieStore({ ring: createKeyRing([TEST_SECRET], 'session'), limits: { maxAge: 3_600_000, idleTimeout: 600_000 }, clock })
 const base: Session = {
   v: 1,
+  id: 'budget-session',
   sub: 'alice',
   sid: 'sid-1',
   claims: { email: 'alice@example.com' },

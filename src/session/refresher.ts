@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import type { Clock } from '../clock.ts'
+import { PortcullisError } from '../errors.ts'
+import type { Session } from './model.ts'
+
+/**
+ * Race-free refresh (DESIGN.md §5, LANDSCAPE §4 item 2):
+ * - single-flight per session inside the process: concurrent requests on one session wait for one
+ *   refresh_token grant;
+ * - a short cache of results keyed by a hash of the OLD refresh token: a request that still carries
+ *   the old cookie (the browser has not stored the new one yet) gets the new tokens instead of replaying
+ *   a rotated refresh token (which the provider answers with `invalid_grant`, and may punish by
+ *   revoking the whole grant);
+ * - a short failure memory, so an unreachable provider is not asked again by every request.
+ * The grant itself is injected (`oidc/refresh.ts` via `runtime.ts`): session/ never imports protocol code.
+ */
+export type RefreshFn = (session: Session) => Promise<Session>
+
+export interface RefresherOptions {
+  readonly clock: Clock
+  /** How long a refresh result is handed to requests carrying the old refresh token. */
+  readonly resultTtlMs?: number
+  /** How long an IdP outage is remembered before the next attempt. */
+  readonly failureTtlMs?: number
+  readonly max?: number
+}
+
+export class Refresher {
+  readonly #refresh: RefreshFn
+  readonly #inflight = new Map<string, Promise<Session>>()
+  readonly #results: LRUCache<string, Session>
+  readonly #failures: LRUCache<string, PortcullisError>
+
+  constructor(refresh: RefreshFn, opts: RefresherOptions) {
+    this.#refresh = refresh
+    this.#results = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.resultTtlMs ?? 60_000 })
+    this.#failures = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.failureTtlMs ?? 5_000 })
+  }
+
+  /** The refreshed session (shared by concurrent callers), or the refresh's PortcullisError. */
+  refresh(session: Session): Promise<Session> {
+    const key = keyOf(session)
+    const done = this.#results.get(key)
+    if (done !== undefined) return Promise.resolve(done)
+    const failed = this.#failures.get(key)
+    if (failed !== undefined) return Promise.reject(failed)
+    let pending = this.#inflight.get(key)
+    if (pending === undefined) {
+      pending = this.#refresh(session)
+        .then(
+          (next) => {
+            this.#results.set(key, next)
+            return next
+          },
+          (err: unknown) => {
+            // Outages are remembered briefly; a definitive end (invalid_grant) is handed to everyone
+            // carrying this refresh token for as long as a result would be.
+            if (err instanceof PortcullisError && err.code !== 'SESSION_ENDED') this.#failures.set(key, err)
+            else if (err instanceof PortcullisError) this.#failures.set(key, err, { ttl: 60_000 })
+            throw err
+          },
+        )
+        .finally(() => this.#inflight.delete(key))
+      this.#inflight.set(key, pending)
+    }
+    return pending
+  }
+}
+
+function keyOf(session: Session): string {
+  return session.refreshToken === undefined ? `id:${session.id}` : `rt:${createHash('sha256').update(session.refreshToken).digest('base64url')}`
+}
