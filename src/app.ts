@@ -14,8 +14,10 @@ import { registerUserinfo } from './http/routes/userinfo.ts'
 import { registerBackchannel } from './http/routes/backchannel.ts'
 import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
-import { sendError, STATUS } from './http/errors.ts'
+import { sendError } from './http/errors.ts'
 import { logRequest, loggerOptions } from './http/logging.ts'
+
+export { loggerOptions, safeError } from './http/logging.ts'
 
 /**
  * The Fastify application: plugins and routes in pipeline order. Never listens (STYLE.md rule 14);
@@ -36,6 +38,7 @@ export interface App {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 const REJECTED_TARGET = '/__portcullis/rejected'
 
 export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
@@ -54,6 +57,26 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     },
     // DESIGN.md §3 step 2: route on the normalized path. A target that cannot be normalized safely is
     // routed to a placeholder and refused by the pipeline with 400.
+    // Fastify's own refusals (an undecodable URL, ...) go through the same error model as ours.
+    frameworkErrors: (err, request, reply) => {
+      request.log.info({ err, route: 'rejected' }, 'request refused')
+      void reply.header('x-request-id', request.id)
+      return sendError(new PortcullisError('PATH_REJECTED', 'The request path is not valid.', { cause: err }), request, reply, '/')
+    },
+    // Requests Node's HTTP parser refuses (ambiguous framing, oversized headers) never reach Fastify:
+    // answer with the same JSON shape and a request id, and log one line.
+    clientErrorHandler: (err: Error & { code?: string; rawPacket?: unknown }, socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) return
+      const id = randomUUID()
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
+      const body = JSON.stringify({ error: 'REQUEST_REJECTED', message: 'The request could not be parsed.', requestId: id })
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
+          `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+          `x-request-id: ${id}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+      )
+      logger.info({ reqId: id, parserError: err.code ?? err.name, status }, 'request refused by the HTTP parser')
+    },
     rewriteUrl: (req) => {
       const url = req.url ?? '/'
       const q = url.indexOf('?')
@@ -69,24 +92,22 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
 
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
-  app.addHook('onRequest', async (request, reply) => {
-    void reply.header('x-request-id', request.id)
-  })
   app.addHook('onRequest', createPipeline(holder))
-  app.addHook('onResponse', async (request, reply) => logRequest(request, reply))
+  app.addHook('onResponse', async (request, reply) => logRequest(request, reply, request.portcullis?.error, request.portcullis?.logFields))
 
   app.setErrorHandler((err, request, reply) => {
-    const status = err instanceof PortcullisError ? STATUS[err.code] : (err as { statusCode?: number }).statusCode ?? 500
-    const entry = { err, route: request.portcullis?.label }
-    if (status >= 500) request.log.error(entry, 'request failed')
-    else request.log.info(entry, 'request refused')
+    if (request.portcullis !== null) request.portcullis.error = err
+    else request.log.info({ err }, 'request refused') // refused before the pipeline ran
     const rt = request.portcullis?.runtime ?? holder.current
     const retry = new URL(`${rt.prefix}/start`, rt.publicUrl)
     if (request.portcullis?.retryRd !== undefined) retry.searchParams.set('rd', request.portcullis.retryRd)
     return sendError(err, request, reply, retry.href)
   })
   app.setNotFoundHandler((request, reply) => {
-    return sendError(new PortcullisError('NOT_FOUND', 'Nothing is served at this address.'), request, reply, '/')
+    // Every path has a route (the proxy's catch-all); what lands here is a method the proxy does not
+    // take (TRACE, CONNECT, WebDAV verbs).
+    void reply.header('allow', PROXIED_METHODS.join(', '))
+    return sendError(new PortcullisError('METHOD_NOT_ALLOWED', 'This method is not supported.'), request, reply, '/')
   })
 
   registerOps(app, holder)
@@ -101,7 +122,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   app.all(REJECTED_TARGET, { config: { kind: 'auth', label: 'rejected' } }, async () => {
     throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
   })
-  registerProxy(app, holder, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout })
+  registerProxy(app, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout })
 
   return {
     fastify: app,

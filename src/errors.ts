@@ -15,7 +15,8 @@ export type ErrorCode =
   | 'SESSION_TOO_LARGE' // the tokens do not fit in the cookie budget even without the ID token → 500
   | 'REDIRECT_REJECTED' // a redirect target off the allowlist where no fallback is possible
   | 'PATH_REJECTED' // a request path that cannot be normalized safely → 400
-  | 'REQUEST_REJECTED' // malformed request (duplicate protocol parameters, bad framing) → 400
+  | 'REQUEST_REJECTED' // malformed request (duplicate protocol parameters, unparseable target) → 400
+  | 'METHOD_NOT_ALLOWED' // a method Portcullis does not proxy (TRACE, CONNECT, WebDAV) → 405
   | 'TOKEN_INVALID' // a bearer or logout token failed verification → 401/400
   | 'NOT_READY' // provider metadata not loaded yet (outage at start) → 503 with Retry-After
   | 'NOT_FOUND' // no route matches the request → 404
@@ -35,8 +36,4 @@ export class PortcullisError extends Error {
     this.publicMessage = publicMessage
     this.details = options?.details ?? {}
   }
-}
-
-export function isPortcullisError(err: unknown): err is PortcullisError {
-  return err instanceof PortcullisError
 }

@@ -3,13 +3,11 @@ import { readFileSync, realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
-import { buildApp, type App } from './app.ts'
-import { createRuntime, type Runtime } from './runtime.ts'
+import { buildApp, loggerOptions, safeError, type App } from './app.ts'
+import { createRuntime, probeProvider, type Runtime, type RuntimeDeps } from './runtime.ts'
 import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
-import { loggerOptions, safeError } from './http/logging.ts'
-import { connectProvider } from './oidc/client.ts'
 import { PortcullisError } from './errors.ts'
 
 /**
@@ -91,16 +89,67 @@ function listenAddress(listen: string): { host: string; port: number } {
 /** Start Portcullis for a validated config; resolves when it listens. Shared by `run` and `demo`. */
 async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
   for (const w of warnings) log.warn(w)
-  const runtime = createRuntime(config, {
-    providerEvents: {
-      onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
-      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'provider not reachable; retrying'),
-    },
-  })
+  const runtime = createRuntime(config, runtimeDeps(log))
   const app = buildApp(runtime, { logger: log })
   const { host, port } = listenAddress(config.server.listen)
   await app.fastify.listen({ host, port })
   return { app, runtime }
+}
+
+function runtimeDeps(log: Logger): RuntimeDeps {
+  return {
+    providerEvents: {
+      onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
+      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'provider not reachable; retrying'),
+    },
+  }
+}
+
+/** Settings the Fastify instance was built with: a reload cannot change them. */
+const RESTART_ONLY = ['server.listen', 'server.authPrefix', 'server.upstreamTimeout'] as const
+function restartOnlyChanges(a: Config, b: Config): string[] {
+  const get = (c: Config, key: (typeof RESTART_ONLY)[number]) => String(c.server[key.slice('server.'.length) as 'listen' | 'authPrefix' | 'upstreamTimeout'])
+  return RESTART_ONLY.filter((k) => get(a, k) !== get(b, k))
+}
+
+/**
+ * SIGHUP: build a new runtime from the file and swap it in once its provider is connected (so
+ * readiness and logins never drop); on any problem keep the running one.
+ */
+async function reload(file: string, env: Record<string, string | undefined>, log: Logger, current: { app: App; runtime: Runtime }): Promise<Runtime | null> {
+  const next = load(file, env)
+  if (next === null) {
+    log.error('reload refused: the config file has problems (see stderr); keeping the running config')
+    return null
+  }
+  const changed = restartOnlyChanges(current.runtime.config, next.config)
+  if (changed.length > 0) {
+    log.error({ changed }, 'reload refused: these settings need a restart; keeping the running config')
+    return null
+  }
+  let runtime: Runtime
+  try {
+    runtime = createRuntime(next.config, { ...runtimeDeps(log), previous: current.runtime })
+  } catch (err) {
+    log.error({ err }, 'reload refused')
+    return null
+  }
+  if (current.runtime.provider.ready) {
+    const limit = 2 * next.config.provider.timeout + 1000
+    const connected = await Promise.race([
+      runtime.provider.whenReady().then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), limit).unref()),
+    ])
+    if (!connected) {
+      runtime.close()
+      log.error('reload refused: the new provider configuration could not connect; keeping the running config')
+      return null
+    }
+  }
+  for (const w of next.warnings) log.warn(w)
+  current.app.swap(runtime)
+  log.level = next.config.logging.level
+  return runtime
 }
 
 function onSignals(log: Logger, stop: () => Promise<void>, reload?: () => void): void {
@@ -144,30 +193,13 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
       current.runtime.close()
     },
     () => {
-      // SIGHUP: build a new runtime from the file and swap it in; on any problem keep the old one.
-      const next = load(file, env)
-      if (next === null) {
-        log.error('reload refused: the config file has problems (see stderr); keeping the running config')
-        return
-      }
-      let runtime: Runtime
-      try {
-        runtime = createRuntime(next.config)
-      } catch (err) {
-        log.error({ err }, 'reload refused')
-        return
-      }
-      try {
-        current.app.swap(runtime)
-      } catch (err) {
-        runtime.close()
-        log.error({ err }, 'reload refused')
-        return
-      }
-      const old = current.runtime
-      current = { app: current.app, runtime }
-      old.close()
-      log.info('configuration reloaded')
+      void reload(file, env, log, current).then((runtime) => {
+        if (runtime === null) return
+        const old = current.runtime
+        current = { app: current.app, runtime }
+        old.close()
+        log.info('configuration reloaded')
+      })
     },
   )
   return new Promise<number>(() => {})
@@ -182,7 +214,7 @@ async function check(file: string, env: Record<string, string | undefined>): Pro
   for (const w of loaded.warnings) out(`warning: ${w}`)
   const redirectUri = new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href
   try {
-    const oidc = await connectProvider(config.provider, redirectUri)
+    const oidc = await probeProvider(config)
     const s = oidc.summary
     out(`provider: ${s.issuer}`)
     out(`  authorization endpoint: ${s.authorizationEndpoint}`)

@@ -3,6 +3,7 @@ import type { Config } from './config/types.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { PortcullisError } from './errors.ts'
 import { refreshTokens } from './oidc/refresh.ts'
+import { connectProvider, type OidcClient } from './oidc/client.ts'
 import { createJtiReplayCache } from './oidc/logout.ts'
 import { createMemoryStore } from './session/memory-store.ts'
 import { createMemoryRevocations, type RevocationList } from './session/revocations.ts'
@@ -61,6 +62,11 @@ export interface RuntimeDeps {
   readonly clock?: Clock
   readonly retry?: RetryPolicy
   readonly providerEvents?: ConnectionEvents
+  /**
+   * The runtime being replaced (reload): its revocations, and its memory store when the new config
+   * keeps `store: memory`, carry over, so a reload neither signs anyone out nor revives a revoked session.
+   */
+  readonly previous?: Runtime
 }
 
 export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
@@ -99,8 +105,17 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     },
     { clock },
   )
-  const sessions =
-    config.session.store === 'memory'
+  const previous = deps.previous
+  const keepMemory =
+    previous !== undefined &&
+    previous.sessions.kind === 'memory' &&
+    config.session.store === 'memory' &&
+    previous.config.session.memoryMaxSessions === config.session.memoryMaxSessions &&
+    previous.config.session.maxAge === config.session.maxAge &&
+    previous.config.session.idleTimeout === config.session.idleTimeout
+  const sessions = keepMemory
+    ? previous.sessions
+    : config.session.store === 'memory'
       ? createMemoryStore({ limits, clock, maxSessions: config.session.memoryMaxSessions })
       : createCookieStore({ ring: sessionKeys, limits, clock })
   return {
@@ -121,11 +136,16 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     identityHeaders: compileIdentityHeaders(config.identity.headers),
     keepClaims,
     isOwnCookie: (name) => name === cookieName || name.startsWith(ownPrefix),
-    revocations: createMemoryRevocations({ ttlMs: config.session.maxAge }),
+    revocations: previous?.revocations ?? createMemoryRevocations({ ttlMs: config.session.maxAge }),
     refresher,
     postLogoutRedirect,
     seenLogoutJti: createJtiReplayCache(clock),
     newSessionId: () => randomBytes(18).toString('base64url'),
     close: () => provider.stop(),
   }
+}
+
+/** `portcullis check`: connect to the provider once (discovery + JWKS) for a validated config. */
+export function probeProvider(config: Config): Promise<OidcClient> {
+  return connectProvider(config.provider, new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href)
 }

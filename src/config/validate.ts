@@ -300,6 +300,12 @@ export const RESERVED_HEADERS: readonly string[] = [
   'host',
   'content-length',
   'cookie',
+  // set by Portcullis itself on every proxied request
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-request-id',
+  'x-auth-request-access-token',
 ]
 
 /** Longest `session.refreshAhead` we accept: access tokens commonly live five minutes. */

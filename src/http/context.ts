@@ -9,6 +9,12 @@ export interface RequestContext {
   route: Route | null
   identity: Identity | null
   session: Session | null
+  /** Why the request was refused or failed, for the access log line. */
+  error?: unknown
+  /** Extra fields for the access log line (e.g. the upstream's socket error). */
+  logFields?: Record<string, unknown>
+  /** A session cookie was (re)written on this response: it must not be cached by shared caches. */
+  cookieWritten?: boolean
   /** Where a retry link on an error page should return to (the login's `rd`). */
   retryRd?: string
   /** Which part of Portcullis answered: a route id, `auth:start`, `ops:healthz`, ... (for the log). */

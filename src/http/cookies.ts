@@ -18,6 +18,7 @@ function baseOptions(rt: Runtime, path: string): CookieSerializeOptions {
 export function setSessionCookies(rt: Runtime, request: FastifyRequest, reply: FastifyReply, value: string, maxAgeMs: number): void {
   const base = rt.config.session.cookieName
   const pieces = split(base, value)
+  if (request.portcullis !== null && request.portcullis !== undefined) request.portcullis.cookieWritten = true
   const opts = { ...baseOptions(rt, '/'), maxAge: Math.max(1, Math.floor(maxAgeMs / 1000)) }
   for (const [name, piece] of pieces) reply.setCookie(name, piece, opts)
   for (const name of staleChunks(base, Object.keys(request.cookies), pieces.length)) {

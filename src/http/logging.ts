@@ -44,19 +44,25 @@ export function loggerOptions(level: string): LoggerOptions {
   }
 }
 
-/** The access log line, written once per request when the response has been sent. */
-export function logRequest(request: FastifyRequest, reply: FastifyReply): void {
-  const ctx = request.portcullis as FastifyRequest['portcullis'] | undefined
+/**
+ * The access log line, written once per request when the response has been sent: the only line a
+ * request writes. A refusal or failure adds its (scrubbed) error and, for upstream failures, the
+ * socket-level cause; 5xx lines are written at error level.
+ */
+export function logRequest(request: FastifyRequest, reply: FastifyReply, error?: unknown, extra?: Readonly<Record<string, unknown>>): void {
+  const ctx = request.portcullis as FastifyRequest['portcullis'] | null
   const q = request.url.indexOf('?')
-  request.log.info(
-    {
-      method: request.method,
-      path: q === -1 ? request.url : request.url.slice(0, q),
-      route: ctx?.label ?? request.routeOptions.config.label ?? 'unknown',
-      status: reply.statusCode,
-      durationMs: Math.round(reply.elapsedTime * 100) / 100,
-      sub: ctx?.identity?.sub,
-    },
-    'request',
-  )
+  const status = reply.statusCode
+  const entry = {
+    method: request.method,
+    path: q === -1 ? request.url : request.url.slice(0, q),
+    route: ctx?.label ?? request.routeOptions.config.label ?? 'unknown',
+    status,
+    durationMs: Math.round(reply.elapsedTime * 100) / 100,
+    sub: ctx?.identity?.sub,
+    ...(error === undefined ? {} : { err: error }),
+    ...extra,
+  }
+  if (status >= 500) request.log.error(entry, 'request')
+  else request.log.info(entry, 'request')
 }

@@ -29,6 +29,7 @@ export function createPipeline(holder: RuntimeHolder) {
     const rt = holder.current
     const ctx: RequestContext = { runtime: rt, route: null, identity: null, session: null, label: request.routeOptions.config.label ?? 'unknown' }
     request.portcullis = ctx
+    void reply.header('x-request-id', request.id)
 
     // 1. strip
     // The raw headers object: what reply-from and the WebSocket proxy copy from.
@@ -127,6 +128,8 @@ async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply
     if (check.status === 'expired') expired = true
   }
   if (!expired && !needsRefresh(session, now, rt.config.session.refreshAhead)) return session
+  // Nothing to refresh with: the session lasts as long as its access token (it ends once expired).
+  if (!expired && session.refreshToken === undefined) return session
   try {
     const next = await rt.refresher.refresh(session)
     await store(rt, request, reply, next, value)

@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { ClientOptions } from 'ws'
 import { PortcullisError } from '../errors.ts'
 import { removeCookies } from '../policy/headers.ts'
-import type { RequestContext, RuntimeHolder } from './context.ts'
+import type { RequestContext } from './context.ts'
 import type { Runtime } from '../runtime.ts'
 
 /**
@@ -16,6 +16,7 @@ import type { Runtime } from '../runtime.ts'
  * pipeline), `X-Forwarded-*` set from `server.publicUrl`, optional access token.
  */
 export function upstreamHeaders(rt: Runtime, ctx: RequestContext, request: FastifyRequest, headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  for (const name in headers) if (NOT_FORWARDED.has(name)) delete headers[name]
   const cookie = removeCookies(headers.cookie, rt.isOwnCookie)
   if (cookie === undefined) delete headers.cookie
   else headers.cookie = cookie
@@ -35,6 +36,44 @@ export function upstreamHeaders(rt: Runtime, ctx: RequestContext, request: Fasti
   headers['x-request-id'] = request.id
   return headers
 }
+
+/**
+ * Request headers never passed to an upstream (names as Node delivers them: lower-case):
+ * - hop-by-hop ones (RFC 9110 §7.6.1) and `Expect` (undici refuses `Expect: 100-continue`: a 502 for
+ *   every large upload), `Proxy-Authorization` (credentials for a proxy, not the app);
+ * - forwarding and URL-rewrite headers a client could use to steer the app: `Forwarded`,
+ *   `X-Forwarded-Uri/-Prefix/-Port/-Scheme/-Ssl/-Server`, `X-Original-URL`, `X-Rewrite-URL` (IIS and
+ *   Symfony route on them: a public path plus `X-Original-URL: /admin` would be a bypass), `X-Real-IP`,
+ *   and method overrides. Portcullis sets `X-Forwarded-For/-Proto/-Host` itself (LANDSCAPE §3 item 4).
+ */
+const NOT_FORWARDED: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-connection',
+  'proxy-authorization',
+  'expect',
+  'forwarded',
+  'x-forwarded-uri',
+  'x-forwarded-prefix',
+  'x-forwarded-port',
+  'x-forwarded-scheme',
+  'x-forwarded-ssl',
+  'x-forwarded-server',
+  'x-forwarded-method',
+  'x-original-url',
+  'x-original-uri',
+  'x-original-host',
+  'x-original-method',
+  'x-rewrite-url',
+  'x-host',
+  'x-real-ip',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+])
 
 const trustCache = new WeakMap<Runtime, BlockList | null>()
 function isTrusted(rt: Runtime, peer: string): boolean {
@@ -62,11 +101,9 @@ const onError: NonNullable<FastifyReplyFromHooks['onError']> = (reply, { error }
   const request = reply.request as FastifyRequest
   // reply-from wraps the socket error (FST_REPLY_FROM_INTERNAL_SERVER_ERROR for a refused
   // connection); the cause's code (ECONNREFUSED, ...) is what tells an operator what went wrong.
+  // Both go into the request's access log line.
   const cause = (err.cause as { code?: unknown } | undefined)?.code
-  request.log.warn(
-    { upstreamError: err.code ?? err.name, upstreamCause: typeof cause === 'string' ? cause : undefined, route: request.portcullis.label },
-    'upstream request failed',
-  )
+  request.portcullis.logFields = { upstreamError: err.code ?? err.name, upstreamCause: typeof cause === 'string' ? cause : undefined }
   const code = err.code !== undefined && TIMEOUT_CODES.has(err.code) ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE'
   void reply.send(
     new PortcullisError(code, code === 'UPSTREAM_TIMEOUT' ? 'The application did not answer in time.' : 'The application is not reachable right now.', {
@@ -82,13 +119,16 @@ const onError: NonNullable<FastifyReplyFromHooks['onError']> = (reply, { error }
  * reply-from strips them only for HTTP/2 clients.
  */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
-const rewriteHeaders: NonNullable<FastifyReplyFromHooks['rewriteHeaders']> = (headers) => {
+const rewriteHeaders: NonNullable<FastifyReplyFromHooks['rewriteHeaders']> = (headers, req) => {
   const connection = headers.connection
   const listed = typeof connection === 'string' ? connection.toLowerCase().split(',').map((s) => s.trim()) : []
   const out: IncomingHttpHeaders = {}
   for (const [name, value] of Object.entries(headers)) {
     if (!HOP_BY_HOP.has(name) && !listed.includes(name)) out[name] = value as string | string[] | undefined
   }
+  // A response that carries a (re-sealed) session cookie of this user must never be stored by a
+  // shared cache, whatever the app said about its body.
+  if ((req as FastifyRequest | undefined)?.portcullis?.cookieWritten === true) out['cache-control'] = 'private, no-store'
   return out
 }
 
@@ -121,7 +161,7 @@ const wsClientOptions = {
 
 const TIMEOUT_CODES = new Set(['FST_REPLY_FROM_GATEWAY_TIMEOUT', 'FST_REPLY_FROM_TIMEOUT', 'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
-export function registerProxy(app: FastifyInstance, holder: RuntimeHolder, opts: { upstreamTimeoutMs: number }): void {
+export function registerProxy(app: FastifyInstance, opts: { upstreamTimeoutMs: number }): void {
   void app.register(httpProxy, {
     upstream: '',
     prefix: '/',
@@ -169,5 +209,4 @@ export function registerProxy(app: FastifyInstance, holder: RuntimeHolder, opts:
     },
     wsClientOptions,
   })
-  void holder
 }

@@ -10,7 +10,7 @@ import type { ProviderSummary } from './tokens.ts'
 /**
  * A connected provider: openid-client's Configuration (discovery plus endpoint overrides), the shared
  * JWKS, and a plain summary of the metadata. Built once per runtime (and again by the retry loop in
- * `provider-connection.ts` while the provider is unreachable).
+ * `connection.ts` while the provider is unreachable).
  */
 export interface OidcClient {
   readonly configuration: client.Configuration
@@ -26,11 +26,6 @@ export interface OidcClient {
 }
 
 export type ProviderConfig = Config['provider']
-
-export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '')
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)
-}
 
 /**
  * Discover (or assemble from `provider.endpoints`) the provider and fetch its JWKS.
@@ -49,7 +44,8 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
     id_token_signed_response_alg: cfg.idTokenSignedResponseAlg,
     token_endpoint_auth_method: cfg.tokenEndpointAuthMethod,
   }
-  const insecure = cfg.allowInsecureHttp && isLoopbackHost(new URL(cfg.issuer).hostname)
+  // Config validation allows the switch only with loopback issuer and endpoints (config/validate.ts).
+  const insecure = cfg.allowInsecureHttp
   const timeoutSec = Math.max(1, Math.ceil(cfg.timeout / 1000))
 
   let base: client.ServerMetadata

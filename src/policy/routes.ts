@@ -18,12 +18,37 @@ export interface Route {
 }
 
 export interface RouteTable {
+  /** The route for this Host header and normalized path; null when none matches. */
   match(host: string | undefined, path: string): Route | null
   readonly routes: readonly Route[]
 }
 
-function normalizeHost(host: string): string {
-  return host.trim().toLowerCase().replace(/\.$/, '')
+const HOST_HEADER = /^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::(\d{1,5}))?$/
+
+/**
+ * A Host header as `hostname[:port]`, lower-cased, without a trailing dot; null when it is not a plain
+ * host (`a.example:80:80`, `a.example:`, spaces): such a request must not fall through to a host-less
+ * route when a host-specific one exists for what the client meant.
+ */
+export function normalizeHost(host: string): string | null {
+  const m = HOST_HEADER.exec(host.trim().toLowerCase())
+  if (m === null) return null
+  const name = (m[1] as string).replace(/\.$/, '')
+  if (name === '' || name.endsWith('.')) return null
+  return m[2] === undefined ? name : `${name}:${m[2]}`
+}
+
+const PARAMS = /;|%3b/i
+const SEGMENT_PARAMS = /(?:;|%3[bB])[^/]*/g
+
+/**
+ * The path routes are matched on: every segment's `;parameters` removed (`/admin;x/y` → `/admin/y`),
+ * because servlet containers and others drop them before routing — else `/admin;x` would miss the
+ * `/admin` route and fall to a broader (public) one while the app serves `/admin` (LANDSCAPE §3 item 3).
+ * The upstream still receives the path as sent.
+ */
+export function matchPath(path: string): string {
+  return PARAMS.test(path) ? path.replace(SEGMENT_PARAMS, '') || '/' : path
 }
 
 function prefixMatches(prefix: string, path: string): boolean {
@@ -37,7 +62,7 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
     const upstream = new URL(c.upstream)
     return {
       id: `routes[${i}]`,
-      host: normalizeHost(c.match.host),
+      host: normalizeHost(c.match.host) ?? c.match.host.toLowerCase(),
       pathPrefix: c.match.pathPrefix,
       upstreamOrigin: upstream.origin,
       upstreamBasePath: upstream.pathname === '/' ? '' : upstream.pathname.replace(/\/$/, ''),
@@ -61,9 +86,11 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
   }
   return {
     routes,
-    match(host, path) {
+    match(host, rawPath) {
+      const path = matchPath(rawPath)
       if (byHost.size > 0 && host !== undefined) {
         const h = normalizeHost(host)
+        if (h === null) return null
         const hit = first(byHost.get(h), path) ?? first(byHost.get(h.replace(/:\d+$/, '')), path)
         if (hit !== null) return hit
       }

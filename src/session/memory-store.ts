@@ -28,11 +28,7 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
     const m = TICKET.exec(value)
     return m === null ? null : { id: m[1] as string, key: Buffer.from(m[2] as string, 'base64url') }
   }
-  const openTicket = async (value: string): Promise<Session | null> => {
-    const ticket = parse(value)
-    if (ticket === null) return null
-    const blob = sealed.get(ticket.id)
-    if (blob === undefined) return null
+  const openEntry = async (ticket: { id: string; key: Uint8Array }, blob: string): Promise<Session | null> => {
     const opened = await open(blob, ticketRing(ticket.key))
     const session = opened === null ? null : asSession(opened.payload)
     return session !== null && session.id === ticket.id ? session : null
@@ -40,7 +36,14 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
   return {
     kind: 'memory',
     async load(cookieValue: string): Promise<LoadedSession | null> {
-      const session = await cache.getOrOpen(cookieValue, openTicket)
+      const ticket = parse(cookieValue)
+      if (ticket === null) return null
+      // The entry first, on every load: the lookup marks it used (LRU), and an evicted, expired or
+      // cleared entry is gone even while an opened copy sits in the open cache. The cache key covers
+      // the sealed entry, so a copy opened from an entry a save has since replaced is never served.
+      const blob = sealed.get(ticket.id)
+      if (blob === undefined) return null
+      const session = await cache.getOrOpen(`${cookieValue}\n${blob}`, () => openEntry(ticket, blob))
       if (session === null) return null
       if (isExpired(session, deps.clock.now(), deps.limits)) return null
       return { session, renew: false }
@@ -50,14 +53,13 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
       const key = existing !== null && existing.id === session.id ? existing.key : randomBytes(32)
       const ttl = Math.max(1, expiresAt(session, deps.limits) - deps.clock.now())
       sealed.set(session.id, await seal(session, ticketRing(key)), { ttl })
-      const value = `${session.id}.${Buffer.from(key).toString('base64url')}`
-      cache.delete(value)
-      return value
+      return `${session.id}.${Buffer.from(key).toString('base64url')}`
     },
     async clear(cookieValue: string) {
+      // Only the whole ticket ends the entry: its id alone (a cookie with another key) clears nothing.
       const ticket = parse(cookieValue)
-      if (ticket !== null) sealed.delete(ticket.id)
-      cache.delete(cookieValue)
+      const blob = ticket === null ? undefined : sealed.peek(ticket.id)
+      if (ticket !== null && blob !== undefined && (await openEntry(ticket, blob)) !== null) sealed.delete(ticket.id)
     },
   }
 }

@@ -31,11 +31,16 @@ export class Refresher {
   readonly #inflight = new Map<string, Promise<Session>>()
   readonly #results: LRUCache<string, Session>
   readonly #failures: LRUCache<string, PortcullisError>
+  readonly #resultTtl: number
 
   constructor(refresh: RefreshFn, opts: RefresherOptions) {
     this.#refresh = refresh
-    this.#results = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.resultTtlMs ?? 60_000 })
-    this.#failures = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.failureTtlMs ?? 5_000 })
+    this.#resultTtl = opts.resultTtlMs ?? 60_000
+    // Both TTLs run on the injected clock (lru-cache's `perf`), like every other lifetime; no
+    // `ttlResolution` caching of "now", so a moved clock is seen at once.
+    const perf = { now: () => opts.clock.now() }
+    this.#results = new LRUCache({ max: opts.max ?? 10_000, ttl: this.#resultTtl, perf, ttlResolution: 0 })
+    this.#failures = new LRUCache({ max: opts.max ?? 10_000, ttl: opts.failureTtlMs ?? 5_000, perf, ttlResolution: 0 })
   }
 
   /** The refreshed session (shared by concurrent callers), or the refresh's PortcullisError. */
@@ -57,7 +62,7 @@ export class Refresher {
             // Outages are remembered briefly; a definitive end (invalid_grant) is handed to everyone
             // carrying this refresh token for as long as a result would be.
             if (err instanceof PortcullisError && err.code !== 'SESSION_ENDED') this.#failures.set(key, err)
-            else if (err instanceof PortcullisError) this.#failures.set(key, err, { ttl: 60_000 })
+            else if (err instanceof PortcullisError) this.#failures.set(key, err, { ttl: this.#resultTtl })
             throw err
           },
         )

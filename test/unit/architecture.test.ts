@@ -78,6 +78,11 @@ const RULES: Rule[] = [
     allow: (to) => !srcIn(to, 'demo') && !srcIs(to, 'main.ts') && !['pkg:oidc-provider'].includes(to),
   },
   {
+    name: 'main.ts',
+    layer: isFile('main.ts'),
+    allow: (to) => basics(to) || srcIs(to, 'app.ts', 'runtime.ts') || srcIn(to, 'config', 'demo') || to === 'pkg:pino',
+  },
+  {
     name: 'demo/',
     layer: inDir('demo'),
     allow: (to, typeOnly) => to.startsWith('node:') || srcIn(to, 'demo') || (typeOnly && srcIs(to, 'config/types.ts')) || ['pkg:oidc-provider', 'pkg:ws', 'pkg:jose'].includes(to),

@@ -23,7 +23,8 @@ export function registerUserinfo(app: FastifyInstance, holder: RuntimeHolder): v
       email: claimText(c.email) || undefined,
       preferredUsername: claimText(c.preferred_username) || undefined,
       groups,
-      claims: c,
+      // The provider's session id is an internal handle, not something page scripts need.
+      claims: Object.fromEntries(Object.entries(c).filter(([name]) => name !== 'sid')),
     })
   })
 }
