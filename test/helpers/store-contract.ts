@@ -166,8 +166,9 @@ export function runStoreContract(t: Test, name: string, makeStore: MakeStore): P
 
     t.test('two sessions give two values, each loading its own', async (t) => {
       const { clock, store } = await setup()
-      const a = fullSession(clock.now(), { sub: 'a', claims: { sub: 'a' } })
-      const b = fullSession(clock.now(), { sub: 'b', claims: { sub: 'b' } })
+      // Two logins are two sessions: each has its own random id (a server-side store keys on it).
+      const a = fullSession(clock.now(), { id: 'session-id-a-0123456789', sub: 'a', claims: { sub: 'a' } })
+      const b = fullSession(clock.now(), { id: 'session-id-b-0123456789', sub: 'b', claims: { sub: 'b' } })
       const va = await store.save(a)
       const vb = await store.save(b)
       t.not(va, vb)
