@@ -11,6 +11,16 @@
  * form-encoding, or `client_secret_post`), the redirect URI, single use of the code, and PKCE (S256).
  * Exactly one thing goes wrong per defect; everything else stays correct.
  *
+ * The token endpoint also serves the `refresh_token` grant: refresh tokens rotate (each is single use;
+ * a replayed one gets `invalid_grant`), the response carries a new ID token without a nonce, and the
+ * defects apply to it as well (ID-token and token-endpoint defects alike; a 5xx leaves the refresh token
+ * unused, as a crashing server would). `sub-changes-on-refresh` (a {@link RefreshDefect}) makes the
+ * refreshed ID token name another subject.
+ *
+ * `signLogoutToken()` signs arbitrary claims with the provider's key, an unknown key or none, for the
+ * Back-Channel Logout cases (tests post those tokens to Portcullis themselves); the `sid` option puts a
+ * per-login `sid` in the ID tokens, and `endSessionEndpoint: false` drops it from discovery.
+ *
  * @see STYLE.md §2.6 (the bad-provider paragraph)
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
@@ -48,6 +58,14 @@ export type Defect =
   // Discovery
   | 'discovery-wrong-issuer' // the discovery document names another issuer
 
+/**
+ * Defects that only show during a refresh (kept out of {@link Defect}, whose members are the login
+ * defects that the protocol-negative test enumerates).
+ */
+export type RefreshDefect = 'sub-changes-on-refresh' // the refreshed ID token names another `sub`
+
+export const REFRESH_DEFECTS: readonly RefreshDefect[] = ['sub-changes-on-refresh']
+
 export const DEFECTS: readonly Defect[] = [
   'none',
   'alg-none',
@@ -72,13 +90,34 @@ export const DEFECTS: readonly Defect[] = [
 ]
 
 export interface BadProviderOptions {
-  defect: Defect
+  defect: Defect | RefreshDefect
   /** The one redirect URI the client may use (Portcullis' `${publicUrl}/oauth2/callback`). */
   redirectUri: string
   clientId: string
   clientSecret: string
   /** Advertise RFC 9207 (`authorization_response_iss_parameter_supported`) and send `iss`. Default true. */
   issParameterSupported?: boolean
+  /** ID-token lifetime in seconds. Default 300. */
+  idTokenTtl?: number
+  /** `expires_in` of the access tokens, in seconds. Default 300. */
+  accessTokenTtl?: number
+  /** Advertise `end_session_endpoint` in discovery. Default true; false for a provider without RP-initiated logout. */
+  endSessionEndpoint?: boolean
+  /** Put a `sid` claim, new for every authorization, in the ID tokens (for back-channel logout by `sid`). Default false. */
+  sid?: boolean
+}
+
+/**
+ * Which key signs a token made with {@link BadProvider.signLogoutToken}: the provider's published key,
+ * an RSA key the JWKS does not publish (same `kid` shape), or none at all (`alg: none`).
+ */
+export type LogoutTokenKey = 'provider' | 'unknown' | 'none'
+
+export interface SignLogoutTokenOptions {
+  /** Default `provider`. */
+  key?: LogoutTokenKey
+  /** The `typ` header. Default `logout+jwt`; null leaves it out. Ignored for `none`. */
+  typ?: string | null
 }
 
 /** One request the provider saw, in arrival order. */
@@ -101,13 +140,19 @@ export interface IssuedTokens {
 export interface BadProvider {
   /** `http://127.0.0.1:port`, no trailing slash. */
   issuer: string
-  readonly defect: Defect
-  setDefect(defect: Defect): void
+  readonly defect: Defect | RefreshDefect
+  setDefect(defect: Defect | RefreshDefect): void
   requests: BadProviderRequest[]
   /** Every authorization code handed out by the authorize endpoint. */
   codes: string[]
   /** Every token response body that carried tokens (whatever the defect did to it). */
   tokens: IssuedTokens[]
+  /**
+   * Sign any claims as a JWT with this provider's key (RS256, its `kid`), an unknown key, or none:
+   * hand-built Back-Channel Logout tokens a real provider would never send. The claims go in as
+   * given (no `iat`, `jti` or anything else is added).
+   */
+  signLogoutToken(claims: JWTPayload, opts?: SignLogoutTokenOptions): Promise<string>
   close(): Promise<void>
 }
 
@@ -117,6 +162,7 @@ interface PendingCode {
   codeChallenge: string
   nonce: string | undefined
   scope: string
+  sid: string | undefined
 }
 
 const ID_TOKEN_TTL = 300
@@ -155,7 +201,10 @@ function readBody(req: IncomingMessage): Promise<string> {
 /** Start the provider on 127.0.0.1:0; it is closed when `t` ends. */
 export async function startBadProvider(t: Test, opts: BadProviderOptions): Promise<BadProvider> {
   const issParameterSupported = opts.issParameterSupported ?? true
-  let defect: Defect = opts.defect
+  const endSessionEndpoint = opts.endSessionEndpoint ?? true
+  let defect: Defect | RefreshDefect = opts.defect
+  const idTokenTtl = opts.idTokenTtl ?? ID_TOKEN_TTL
+  const accessTokenTtl = opts.accessTokenTtl ?? 300
 
   const kid = `bad-${randomBytes(6).toString('hex')}`
   const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true })
@@ -166,6 +215,8 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
   const strangerKid = `stranger-${randomBytes(6).toString('hex')}`
 
   const pending = new Map<string, PendingCode>()
+  /** Live refresh tokens → the grant they continue (single use: rotated on every refresh). */
+  const refreshGrants = new Map<string, PendingCode>()
   const requests: BadProviderRequest[] = []
   const codes: string[] = []
   const tokens: IssuedTokens[] = []
@@ -184,7 +235,7 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
     authorization_endpoint: `${issuer}${PATHS.authorization}`,
     token_endpoint: `${issuer}${PATHS.token}`,
     jwks_uri: `${issuer}${PATHS.jwks}`,
-    end_session_endpoint: `${issuer}${PATHS.endSession}`,
+    ...(endSessionEndpoint ? { end_session_endpoint: `${issuer}${PATHS.endSession}` } : {}),
     response_types_supported: ['code'],
     response_modes_supported: ['query'],
     grant_types_supported: ['authorization_code', 'refresh_token'],
@@ -219,6 +270,7 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
       codeChallenge: q.get('code_challenge') as string,
       nonce: q.get('nonce') ?? undefined,
       scope: q.get('scope') as string,
+      sid: opts.sid === true ? token('sid_') : undefined,
     })
     const target = new URL(opts.redirectUri)
     target.searchParams.set('code', code)
@@ -253,19 +305,20 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
     return id
   }
 
-  const idTokenFor = async (grant: PendingCode): Promise<string> => {
+  const idTokenFor = async (grant: PendingCode, refresh = false): Promise<string> => {
     const now = Math.floor(Date.now() / 1000)
     const claims: JWTPayload & Record<string, unknown> = {
       iss: issuer,
-      sub: 'bad-provider-user',
+      sub: refresh && defect === 'sub-changes-on-refresh' ? 'another-bad-provider-user' : 'bad-provider-user',
       aud: grant.clientId,
       iat: now,
-      exp: now + ID_TOKEN_TTL,
+      exp: now + idTokenTtl,
       auth_time: now,
       email: 'mallory@bad-provider.example',
       name: 'Mallory',
     }
-    if (grant.nonce !== undefined) claims.nonce = grant.nonce
+    if (grant.nonce !== undefined && !refresh) claims.nonce = grant.nonce
+    if (grant.sid !== undefined) claims.sid = grant.sid
     switch (defect) {
       case 'wrong-iss':
         claims.iss = `${issuer}/another-tenant`
@@ -290,7 +343,7 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
         break
       case 'iat-future':
         claims.iat = now + 3600
-        claims.exp = now + 3600 + ID_TOKEN_TTL
+        claims.exp = now + 3600 + idTokenTtl
         break
       default:
         break
@@ -321,6 +374,10 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
       json(res, record, 401, { error: 'invalid_client', error_description: 'client authentication failed' })
       return
     }
+    if (form.get('grant_type') === 'refresh_token') {
+      await refreshGrant(form, res, record)
+      return
+    }
     if (form.get('grant_type') !== 'authorization_code') {
       json(res, record, 400, { error: 'unsupported_grant_type' })
       return
@@ -337,33 +394,58 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
       json(res, record, 400, { error: 'invalid_grant', error_description: 'code, redirect_uri or code_verifier mismatch' })
       return
     }
+    if (tokenEndpointFailure(res, record)) return
+    await issueTokens(grant, false, res, record)
+  }
+
+  /** The token-endpoint defects; true when one answered. */
+  const tokenEndpointFailure = (res: ServerResponse, record: BadProviderRequest): boolean => {
     switch (defect) {
       case 'token-500':
         send(res, record, 500, '<html><body><h1>500 Internal Server Error</h1></body></html>\n', 'text/html; charset=utf-8')
-        return
+        return true
       case 'token-500-json':
         json(res, record, 500, { error: 'server_error', error_description: 'the database is on fire' })
-        return
+        return true
       case 'token-invalid-client':
         json(res, record, 400, { error: 'invalid_client', error_description: 'client is disabled' })
-        return
+        return true
       default:
-        break
+        return false
     }
+  }
+
+  /** A token response for `grant` (a code exchange, or a refresh); records a new refresh token. */
+  const issueTokens = async (grant: PendingCode, refresh: boolean, res: ServerResponse, record: BadProviderRequest): Promise<void> => {
     const body: IssuedTokens & { token_type: string; expires_in: number; scope: string } = {
       access_token: token('at_'),
       token_type: 'Bearer',
-      expires_in: 300,
+      expires_in: accessTokenTtl,
       refresh_token: token('rt_'),
       scope: grant.scope,
     }
-    if (defect !== 'token-missing-id-token') body.id_token = await idTokenFor(grant)
+    refreshGrants.set(body.refresh_token, { ...grant, nonce: undefined })
+    if (defect !== 'token-missing-id-token') body.id_token = await idTokenFor(grant, refresh)
     tokens.push({ access_token: body.access_token, refresh_token: body.refresh_token, ...(body.id_token ? { id_token: body.id_token } : {}) })
     if (defect === 'token-garbage') {
       send(res, record, 200, `<html>tokens: ${body.access_token} ${body.id_token ?? ''}</html>\n`, 'text/html; charset=utf-8')
       return
     }
     json(res, record, 200, body)
+  }
+
+  /** grant_type=refresh_token (the client is authenticated): rotate the refresh token, issue new tokens. */
+  const refreshGrant = async (form: URLSearchParams, res: ServerResponse, record: BadProviderRequest): Promise<void> => {
+    const presented = form.get('refresh_token') ?? ''
+    const grant = refreshGrants.get(presented)
+    if (grant === undefined) {
+      json(res, record, 400, { error: 'invalid_grant', error_description: 'unknown, used or revoked refresh token' })
+      return
+    }
+    // A crashing server has not consumed the token: the client may try it again.
+    if (tokenEndpointFailure(res, record)) return
+    refreshGrants.delete(presented) // rotation: single use
+    await issueTokens(grant, true, res, record)
   }
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -395,6 +477,16 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
   })
   issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 
+  const signLogoutToken = async (claims: JWTPayload, o: SignLogoutTokenOptions = {}): Promise<string> => {
+    const key = o.key ?? 'provider'
+    if (key === 'none') return new UnsecuredJWT(claims).encode()
+    const typ = o.typ === undefined ? 'logout+jwt' : o.typ
+    const header = key === 'provider' ? { alg: 'RS256', kid } : { alg: 'RS256', kid: strangerKid }
+    return new SignJWT(claims)
+      .setProtectedHeader(typ === null ? header : { ...header, typ })
+      .sign(key === 'provider' ? privateKey : stranger.privateKey)
+  }
+
   let closed: Promise<void> | undefined
   const close = (): Promise<void> => {
     closed ??= new Promise<void>((resolve) => {
@@ -410,12 +502,13 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
     get defect() {
       return defect
     },
-    setDefect(d: Defect) {
+    setDefect(d: Defect | RefreshDefect) {
       defect = d
     },
     requests,
     codes,
     tokens,
+    signLogoutToken,
     close,
   }
 }
