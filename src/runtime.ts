@@ -139,7 +139,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     revocations: previous?.revocations ?? createMemoryRevocations({ ttlMs: config.session.maxAge }),
     refresher,
     postLogoutRedirect,
-    seenLogoutJti: createJtiReplayCache(clock),
+    seenLogoutJti: previous?.seenLogoutJti ?? createJtiReplayCache(clock),
     newSessionId: () => randomBytes(18).toString('base64url'),
     close: () => provider.stop(),
   }
