@@ -34,17 +34,31 @@ export function headerSafe(value: string): string {
 }
 
 /** Pre-compiled header builder: one closure per runtime, not per request. */
-export type IdentityHeaderBuilder = (identity: Identity | null) => Record<string, string>
+export type IdentityHeaderBuilder = (identity: Identity | null) => Readonly<Record<string, string>>
 
 export function compileIdentityHeaders(map: Readonly<Record<string, string>>): IdentityHeaderBuilder {
   const pairs = Object.entries(map).map(([header, claim]) => [header.toLowerCase(), claim] as const)
-  return (identity) => {
+  const build = (identity: Identity | null): Record<string, string> => {
     const out: Record<string, string> = {}
     for (const [header, claim] of pairs) {
       const raw = identity === null ? '' : claim === 'sub' ? identity.sub : claimText(identity.claims[claim])
       out[header] = headerSafe(raw)
     }
     return out
+  }
+  // Hot path: a session's claims object is shared by every request that opened the same cookie (the
+  // open-cache), and belongs to one session (one `sub`), so its headers are built once per claims
+  // object, not once per request. Callers copy from the result and never change it.
+  const memo = new WeakMap<object, Readonly<Record<string, string>>>()
+  const empty = build(null)
+  return (identity) => {
+    if (identity === null) return empty
+    let headers = memo.get(identity.claims)
+    if (headers === undefined) {
+      headers = build(identity)
+      memo.set(identity.claims, headers)
+    }
+    return headers
   }
 }
 
