@@ -506,7 +506,16 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
     groups: [...u.groups],
   })
 
+  // The server must listen before the provider exists (with port 0 the issuer carries the port it
+  // got), so requests that arrive meanwhile wait here until the handler is attached, instead of
+  // hanging forever (a relying party retrying discovery would otherwise time out).
   const server = http.createServer()
+  let handle: ((req: IncomingMessage, res: ServerResponse) => void) | null = null
+  const early: Array<[IncomingMessage, ServerResponse]> = []
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (handle === null) early.push([req, res])
+    else handle(req, res)
+  })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port ?? 0, host, () => {
@@ -743,7 +752,7 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
   }
 
   const oidcCallback = provider.callback()
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  handle = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', issuer)
     const record: ProviderRequestRecord = { method: req.method ?? 'GET', path: url.pathname }
     requests.push(record)
@@ -771,7 +780,8 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
       return
     }
     void oidcCallback(req, res)
-  })
+  }
+  for (const [req, res] of early.splice(0)) handle(req, res)
 
   return {
     issuer,
