@@ -126,21 +126,20 @@ export function registerProxy(app: FastifyInstance, opts: { upstreamTimeoutMs: n
     prefix: '/',
     websocket: true,
     config: { kind: 'proxy', label: 'proxy' },
-    // WebSocket upgrades are proxied inside http-proxy's own handler, which builds the upstream URL
-    // from the request path and `getUpstream`'s origin only, so the route's base path was lost
-    // (`upstream: http://app/base` got `/x` for HTTP `/base/x`). Prepend it here, as `forward` does
-    // for HTTP. `raw.upgrade` is true only for requests Node emitted as 'upgrade'.
-    preHandler: async (request) => {
-      const route = request.portcullis.route
-      // `upgrade` is set by Node's HTTP parser but missing from @types/node.
-      if ((request.raw as { upgrade?: boolean }).upgrade === true && route !== null && route.upstreamBasePath !== '') request.raw.url = route.upstreamBasePath + request.url
-    },
-    // Plain HTTP goes straight to an undici pool (`http/upstream.ts`): the normalized request target
-    // as it is, the body streamed (http-proxy's content-type parsers hand it over unparsed).
-    handler: (request, reply) => {
+    // Plain HTTP is answered right here, straight through an undici pool (`http/upstream.ts`): the
+    // normalized request target as it is, the body streamed (http-proxy's content-type parsers hand it
+    // over unparsed). Answering in this hook skips http-proxy's handler and its per-request URL
+    // parsing; only WebSocket upgrades go on to it, which builds the upstream URL from the path and
+    // `getUpstream`'s origin only, so the route's base path is prepended here for them.
+    preHandler: async (request, reply) => {
       const ctx = request.portcullis
-      const headers = upstreamHeaders(ctx.runtime, ctx, request, { ...request.headers })
-      return forward(pools, ctx.route as NonNullable<RequestContext['route']>, request, reply, headers)
+      const route = ctx.route as NonNullable<RequestContext['route']>
+      // `upgrade` is set by Node's HTTP parser but missing from @types/node.
+      if ((request.raw as { upgrade?: boolean }).upgrade === true) {
+        if (route.upstreamBasePath !== '') request.raw.url = route.upstreamBasePath + request.url
+        return
+      }
+      return forward(pools, route, request, reply, upstreamHeaders(ctx.runtime, ctx, request, { ...request.headers }))
     },
     replyOptions: { getUpstream },
     wsClientOptions,
