@@ -58,8 +58,7 @@ export async function forward(
   reply: FastifyReply,
   headers: IncomingHttpHeaders,
 ): Promise<FastifyReply> {
-  const url = new URL(route.upstreamOrigin)
-  headers.host = url.host
+  headers.host = route.upstreamHost
   // undici frames the body itself; a client's Transfer-Encoding would be refused by it.
   delete headers['transfer-encoding']
   const body = request.body as Readable | undefined

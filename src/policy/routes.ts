@@ -12,6 +12,8 @@ export interface Route {
   readonly pathPrefix: string
   /** Upstream origin, e.g. `http://127.0.0.1:8080`. */
   readonly upstreamOrigin: string
+  /** Its `host[:port]`, the Host header sent upstream (parsed once, not per request). */
+  readonly upstreamHost: string
   /** Path the upstream URL carries (prepended to the request path), '' for none. */
   readonly upstreamBasePath: string
   readonly public: boolean
@@ -65,6 +67,7 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
       host: normalizeHost(c.match.host) ?? c.match.host.toLowerCase(),
       pathPrefix: c.match.pathPrefix,
       upstreamOrigin: upstream.origin,
+      upstreamHost: upstream.host,
       upstreamBasePath: upstream.pathname === '/' ? '' : upstream.pathname.replace(/\/$/, ''),
       public: c.public,
     }
