@@ -149,8 +149,11 @@ export const configSchema = z.strictObject({
     passAuthorizationHeader: false,
   }),
   logging: z
-    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-    .default({ level: 'info' }),
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      requests: z.boolean().default(true).describe('One access-log line per request (false: only failed requests, 5xx)'),
+    })
+    .default({ level: 'info', requests: true }),
 })
 
 export type ConfigInput = z.input<typeof configSchema>

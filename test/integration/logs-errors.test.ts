@@ -14,3 +14,25 @@ t.test('refusals are logged with the error type and code, once, and without the 
   t.equal(access.length, 1)
   t.equal(access[0]?.status, 403)
 })
+
+t.test('logging.requests: false writes only the failed requests', async (t) => {
+  const { proxy } = await startStack(t, {
+    overrides: ({ upstream }) => ({
+      logging: { requests: false },
+      routes: [
+        { match: { pathPrefix: '/' }, upstream, public: true },
+        { match: { pathPrefix: '/down' }, upstream: 'http://127.0.0.1:9', public: true },
+      ],
+    }),
+  })
+  const ok = await request(`${proxy.url}/fine`, { headers: { accept: 'application/json' } })
+  t.equal(ok.status, 200)
+  const down = await request(`${proxy.url}/down/x`, { headers: { accept: 'application/json' } })
+  t.equal(down.status, 502)
+  const lines = proxy.logs.filter((l) => l.msg === 'request')
+  t.same(
+    lines.map((l) => [l.path, l.status]),
+    [['/down/x', 502]],
+    'the 200 is not logged, the 502 is',
+  )
+})
