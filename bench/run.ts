@@ -53,6 +53,7 @@ const USAGE = `usage: npm run bench -- [options]      (or: npx tsx bench/run.ts 
                          (e.g. --only=b,c --cpu-prof)
   --log-level=L          Portcullis logging.level (default info: one access-log line per request,
                          as in production; warn turns the access log off, to see what it costs)
+  --no-access-log        Portcullis logging.requests: false (access lines for failed requests only)
   --no-peers             skip nginx and Apache
   --no-pin               do not pin processes to cores
   --keep                 keep the temp dir (configs, logs)
@@ -87,6 +88,7 @@ interface Options {
   loadgen: LoadgenKind | undefined
   portcullis: 'auto' | 'dist' | 'src'
   logLevel: string
+  accessLog: boolean
   build: boolean
   cpuProf: boolean
   peers: boolean
@@ -111,6 +113,7 @@ function parseOptions(argv: string[]): Options {
       portcullis: { type: 'string' },
       build: { type: 'boolean' },
       'log-level': { type: 'string' },
+      'no-access-log': { type: 'boolean' },
       'cpu-prof': { type: 'boolean' },
       'no-peers': { type: 'boolean' },
       'no-pin': { type: 'boolean' },
@@ -153,6 +156,7 @@ function parseOptions(argv: string[]): Options {
     loadgen: loadgen as LoadgenKind | undefined,
     portcullis: portcullis as Options['portcullis'],
     logLevel: values['log-level'] ?? 'info',
+    accessLog: values['no-access-log'] !== true,
     build: values.build === true,
     cpuProf: values['cpu-prof'] === true,
     peers: values['no-peers'] !== true && !smoke,
@@ -277,6 +281,7 @@ async function startPortcullis(opts: {
   upstream: string
   store: 'cookie' | 'memory'
   logLevel: string
+  accessLog: boolean
   core: number | null
   nodeFlags?: string[]
 }): Promise<PortcullisProc> {
@@ -286,7 +291,7 @@ async function startPortcullis(opts: {
     provider: { issuer: opts.issuer, clientId: opts.clientId, clientSecret: opts.clientSecret, allowInsecureHttp: true },
     session: { secrets: [opts.secret], store: opts.store },
     routes: [{ match: { pathPrefix: '/' }, upstream: opts.upstream }],
-    logging: { level: opts.logLevel },
+    logging: { level: opts.logLevel, requests: opts.accessLog },
   }
   // JSON is YAML: the loader reads it as is.
   const file = join(opts.dir, `${opts.name}.yaml`)
@@ -369,7 +374,7 @@ async function main(): Promise<number> {
     `settings    ${opts.connections} connections, ${opts.duration} s per run after ${opts.warmup} s warm-up, ${opts.repeat} run(s) interleaved; ` +
       `logins: ${opts.loginConcurrency} concurrent`,
   )
-  say(`portcullis  ${launch.describe}; cookie store; log level ${opts.logLevel} (stdout to a file)`)
+  say(`portcullis  ${launch.describe}; cookie store; log level ${opts.logLevel}, access log ${opts.accessLog ? 'every request' : 'failures only'} (stdout to a file)`)
   if (opts.cpuProf) say('profiling   round 1 of (b) (c) (d) (e) (f) runs under the CPU profiler (a few % slower)')
   say(`versions    ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join(', ')}`)
   if (opts.warmup + opts.duration >= 55) {
@@ -478,6 +483,7 @@ async function runBench(ctx: Ctx): Promise<number> {
     upstream,
     store: 'cookie',
     logLevel: opts.logLevel,
+    accessLog: opts.accessLog,
     core: layout.servers,
     ...(opts.cpuProf ? { nodeFlags: [`--inspect=127.0.0.1:${inspectPort}`] } : {}),
   })
@@ -677,6 +683,7 @@ async function runBench(ctx: Ctx): Promise<number> {
           upstream,
           store,
           logLevel: opts.logLevel,
+    accessLog: opts.accessLog,
           core: layout.servers,
           nodeFlags: [`--inspect=127.0.0.1:${inspectPort}`],
         })
@@ -842,7 +849,7 @@ async function runBench(ctx: Ctx): Promise<number> {
       pin: opts.pin,
       peers: opts.peers,
     },
-    portcullis: { launch: ctx.launch.describe, store: 'cookie', logLevel: opts.logLevel, rssAfterLoadBytes: mainRss },
+    portcullis: { launch: ctx.launch.describe, store: 'cookie', logLevel: opts.logLevel, accessLog: opts.accessLog, rssAfterLoadBytes: mainRss },
     versions: { ...ctx.versions, peers: Object.fromEntries(Object.entries(peers).map(([k, p]) => [k, p.version])) },
     rows: Object.fromEntries(
       ORDER.filter((k) => rows.has(k)).map((k) => {
