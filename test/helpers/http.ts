@@ -334,3 +334,22 @@ export class CookieJar {
     return this.#live().map((c) => ({ ...c }))
   }
 }
+
+/** One parsed `Set-Cookie` line: name, value, attributes (names lower-cased; flags map to ''). */
+export interface SetCookie {
+  name: string
+  value: string
+  attrs: Map<string, string>
+  line: string
+}
+
+export function parseSetCookie(line: string): SetCookie {
+  const [pair = '', ...rest] = line.split(';')
+  const eq = pair.indexOf('=')
+  const attrs = new Map<string, string>()
+  for (const attr of rest) {
+    const i = attr.indexOf('=')
+    attrs.set((i === -1 ? attr : attr.slice(0, i)).trim().toLowerCase(), i === -1 ? '' : attr.slice(i + 1).trim())
+  }
+  return { name: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim(), attrs, line }
+}

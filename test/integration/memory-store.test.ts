@@ -7,7 +7,7 @@
 import t from 'tap'
 import { startPortcullis, startStack, type Stack } from '../helpers/portcullis.ts'
 import { authorizeUntilCallback, login, NAVIGATION_HEADERS } from '../helpers/login.ts'
-import { request, type TestResponse } from '../helpers/http.ts'
+import { request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import { fakeClock } from '../helpers/clock.ts'
 
@@ -16,24 +16,7 @@ const MEMORY = { session: { store: 'memory' } }
 /** `<session id>.<key>` (src/session/memory-store.ts). */
 const TICKET = /^[A-Za-z0-9_-]{16,64}\.[A-Za-z0-9_-]{43}$/
 
-interface SetCookie {
-  name: string
-  value: string
-  attrs: Map<string, string>
-}
-
-function cookiesOf(lines: string[]): SetCookie[] {
-  return lines.map((line) => {
-    const [pair = '', ...rest] = line.split(';')
-    const eq = pair.indexOf('=')
-    const attrs = new Map<string, string>()
-    for (const attr of rest) {
-      const i = attr.indexOf('=')
-      attrs.set((i === -1 ? attr : attr.slice(0, i)).trim().toLowerCase(), i === -1 ? '' : attr.slice(i + 1).trim())
-    }
-    return { name: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim(), attrs }
-  })
-}
+const cookiesOf = (lines: string[]): SetCookie[] => lines.map(parseSetCookie)
 
 /** Set-Cookies that set or delete the session cookie or one of its chunks. */
 function sessionCookies(res: TestResponse): SetCookie[] {

@@ -15,7 +15,7 @@ import t, { type Test } from 'tap'
 import { decodeProtectedHeader } from 'jose'
 import { startPortcullis, startStack, reservePort, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
-import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
+import { CookieJar, request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { configFor } from '../helpers/config.ts'
 import { DEMO_USERS, type RunningProvider } from '../helpers/provider.ts'
 import { fakeClock, type FakeClock } from '../helpers/clock.ts'
@@ -33,24 +33,7 @@ const INTO_REFRESH_WINDOW = 280_000
 // ---------------------------------------------------------------------------------------------------
 // Cookie helpers
 
-interface SetCookie {
-  name: string
-  value: string
-  attrs: Map<string, string>
-}
-
-function parseSetCookies(res: TestResponse): SetCookie[] {
-  return res.setCookies.map((line) => {
-    const [pair = '', ...rest] = line.split(';')
-    const eq = pair.indexOf('=')
-    const attrs = new Map<string, string>()
-    for (const attr of rest) {
-      const i = attr.indexOf('=')
-      attrs.set((i === -1 ? attr : attr.slice(0, i)).trim().toLowerCase(), i === -1 ? '' : attr.slice(i + 1).trim())
-    }
-    return { name: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim(), attrs }
-  })
-}
+const parseSetCookies = (res: TestResponse): SetCookie[] => res.setCookies.map(parseSetCookie)
 
 const isSessionChunk = (name: string): boolean => name === NAME || /^_portcullis_\d+$/.test(name)
 

@@ -10,7 +10,7 @@ import Fastify from 'fastify'
 import fastifyCookie from '@fastify/cookie'
 import { startPortcullis, startStack, reservePort, type Stack } from '../helpers/portcullis.ts'
 import { authorizeUntilCallback, login, NAVIGATION_HEADERS } from '../helpers/login.ts'
-import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
+import { CookieJar, request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { configFor, TEST_SECRET } from '../helpers/config.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import { fakeClock } from '../helpers/clock.ts'
@@ -24,25 +24,6 @@ import type { Session } from '../../src/session/model.ts'
 const SECRET_B = 'rotation-secret-B-0123456789abcdefghijk'
 const SECRET_C = 'rotation-secret-C-0123456789abcdefghijk'
 const alice = DEMO_USERS[0]!
-
-interface SetCookie {
-  name: string
-  value: string
-  /** Attribute names lower-cased; flag attributes map to ''. */
-  attrs: Map<string, string>
-  line: string
-}
-
-function parseSetCookie(line: string): SetCookie {
-  const [pair = '', ...rest] = line.split(';')
-  const eq = pair.indexOf('=')
-  const attrs = new Map<string, string>()
-  for (const attr of rest) {
-    const i = attr.indexOf('=')
-    attrs.set((i === -1 ? attr : attr.slice(0, i)).trim().toLowerCase(), i === -1 ? '' : attr.slice(i + 1).trim())
-  }
-  return { name: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim(), attrs, line }
-}
 
 function cookiesOf(lines: string[] | string | undefined): SetCookie[] {
   if (lines === undefined) return []

@@ -15,7 +15,7 @@ import type { Test } from 'tap'
 import { decodeJwt } from 'jose'
 import { startStack, startPortcullis, reservePort, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS, parseForm, submitForm } from '../helpers/login.ts'
-import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
+import { CookieJar, request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { DEMO_USERS, PROVIDER_ROUTES } from '../helpers/provider.ts'
 import { startBadProvider, type BadProvider } from '../helpers/bad-provider.ts'
 import { startTestUpstream, type EchoUpstream } from '../helpers/upstream.ts'
@@ -27,24 +27,7 @@ const alice = DEMO_USERS[0]!
 const JSON_HEADERS = { accept: 'application/json' }
 const SESSION_NAME = /^_portcullis(?:_\d+)?$/
 
-interface SetCookie {
-  name: string
-  value: string
-  attrs: Map<string, string>
-}
-
-function cookiesOf(lines: string[]): SetCookie[] {
-  return lines.map((line) => {
-    const [pair = '', ...rest] = line.split(';')
-    const eq = pair.indexOf('=')
-    const attrs = new Map<string, string>()
-    for (const a of rest) {
-      const i = a.indexOf('=')
-      attrs.set((i === -1 ? a : a.slice(0, i)).trim().toLowerCase(), i === -1 ? '' : a.slice(i + 1).trim())
-    }
-    return { name: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim(), attrs }
-  })
-}
+const cookiesOf = (lines: string[]): SetCookie[] => lines.map(parseSetCookie)
 
 /** A Set-Cookie that deletes its cookie (empty value with Max-Age=0 or an Expires in the past). */
 function isDeletion(c: SetCookie): boolean {
