@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { BlockList, isIP } from 'node:net'
 import type { Config } from './config/types.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { PortcullisError } from './errors.ts'
@@ -55,6 +56,8 @@ export interface Runtime {
   seenLogoutJti(jti: string, untilMs: number): boolean
   /** A new random session id. */
   newSessionId(): string
+  /** The peer address is in `server.trustedProxies` (its X-Forwarded-For is kept and appended to). */
+  isTrustedProxy(peer: string): boolean
   close(): void
 }
 
@@ -141,7 +144,24 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     postLogoutRedirect,
     seenLogoutJti: previous?.seenLogoutJti ?? createJtiReplayCache(clock),
     newSessionId: () => randomBytes(18).toString('base64url'),
+    isTrustedProxy: trustedProxyCheck(config.server.trustedProxies),
     close: () => provider.stop(),
+  }
+}
+
+function trustedProxyCheck(entries: readonly string[]): (peer: string) => boolean {
+  if (entries.length === 0) return () => false
+  const list = new BlockList()
+  for (const entry of entries) {
+    const [addr, bits] = entry.split('/') as [string, string | undefined]
+    const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4'
+    if (bits === undefined) list.addAddress(addr, type)
+    else list.addSubnet(addr, Number(bits), type)
+  }
+  return (peer) => {
+    if (peer === '') return false
+    const addr = peer.startsWith('::ffff:') ? peer.slice(7) : peer
+    return list.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4')
   }
 }
 

@@ -1,4 +1,3 @@
-import { BlockList, isIP } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { FastifyReplyFromHooks } from '@fastify/reply-from'
 import httpProxy from '@fastify/http-proxy'
@@ -36,7 +35,7 @@ export function upstreamHeaders(rt: Runtime, ctx: RequestContext, request: Fasti
   }
   const peer = request.socket.remoteAddress ?? ''
   const prior = headers['x-forwarded-for']
-  headers['x-forwarded-for'] = prior !== undefined && isTrusted(rt, peer) ? `${String(prior)}, ${peer}` : peer
+  headers['x-forwarded-for'] = prior !== undefined && rt.isTrustedProxy(peer) ? `${String(prior)}, ${peer}` : peer
   headers['x-forwarded-proto'] = rt.publicUrl.protocol.slice(0, -1)
   headers['x-forwarded-host'] = rt.publicUrl.host
   headers['x-request-id'] = request.id
@@ -81,26 +80,6 @@ const NOT_FORWARDED: ReadonlySet<string> = new Set([
   'x-method-override',
 ])
 
-const trustCache = new WeakMap<Runtime, BlockList | null>()
-function isTrusted(rt: Runtime, peer: string): boolean {
-  let list = trustCache.get(rt)
-  if (list === undefined) {
-    list = null
-    if (rt.config.server.trustedProxies.length > 0) {
-      list = new BlockList()
-      for (const entry of rt.config.server.trustedProxies) {
-        const [addr, bits] = entry.split('/') as [string, string | undefined]
-        const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4'
-        if (bits === undefined) list.addAddress(addr, type)
-        else list.addSubnet(addr, Number(bits), type)
-      }
-    }
-    trustCache.set(rt, list)
-  }
-  if (list === null || peer === '') return false
-  const addr = peer.startsWith('::ffff:') ? peer.slice(7) : peer
-  return list.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4')
-}
 
 const getUpstream: NonNullable<FastifyReplyFromHooks['getUpstream']> = (req) =>
   ((req as FastifyRequest).portcullis.route as NonNullable<RequestContext['route']>).upstreamOrigin
