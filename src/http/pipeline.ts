@@ -32,7 +32,7 @@ export function createPipeline(holder: RuntimeHolder) {
     void reply.header('x-request-id', request.id)
 
     // 1. strip
-    // The raw headers object: what reply-from and the WebSocket proxy copy from.
+    // The raw headers object: what the HTTP and WebSocket proxy steps copy from.
     stripHeaders(request.raw.headers, rt.stripSet)
 
     // 2. path
@@ -43,7 +43,8 @@ export function createPipeline(holder: RuntimeHolder) {
     if (request.routeOptions.config.kind !== 'proxy') return
 
     // 3. route
-    const path = request.url.split('?', 1)[0] as string
+    const q = request.url.indexOf('?')
+    const path = q === -1 ? request.url : request.url.slice(0, q)
     const route = rt.routes.match(request.headers.host, path)
     if (route === null) {
       ctx.label = 'no-route'
