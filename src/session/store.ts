@@ -2,7 +2,7 @@ import type { Session } from './model.ts'
 
 /**
  * Where sessions live. The cookie store keeps the whole sealed session in the cookie; server-side
- * stores (memory, Redis: later releases) keep a ticket in the cookie and the sealed session on the
+ * stores (memory now, Redis later) keep a ticket in the cookie and the sealed session on the
  * server. Callers see one contract (STYLE.md §2.1, one contract test suite per implementation).
  */
 export interface LoadedSession {
