@@ -70,12 +70,12 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       const id = randomUUID()
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
       const body = JSON.stringify({ error: 'REQUEST_REJECTED', message: 'The request could not be parsed.', requestId: id })
+      logger.info({ reqId: id, parserError: err.code ?? err.name, status }, 'request refused by the HTTP parser')
       socket.end(
         `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
           `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
           `x-request-id: ${id}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
       )
-      logger.info({ reqId: id, parserError: err.code ?? err.name, status }, 'request refused by the HTTP parser')
     },
     rewriteUrl: (req) => {
       const url = req.url ?? '/'
