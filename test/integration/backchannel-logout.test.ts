@@ -26,6 +26,7 @@ import { startTestUpstream, type EchoUpstream } from '../helpers/upstream.ts'
 import { configFor } from '../helpers/config.ts'
 import { BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE_SEC } from '../../src/oidc/logout.ts'
 import type { Clock } from '../../src/clock.ts'
+import { waitUntil } from '../helpers/wait.ts'
 
 const alice = DEMO_USERS[0]!
 const bob = DEMO_USERS[1]!
@@ -33,14 +34,6 @@ const JSON_HEADERS = { accept: 'application/json' }
 const FORM = 'application/x-www-form-urlencoded'
 const REVOKED_MSG = 'back-channel logout: sessions revoked'
 
-/** Poll `check` until it holds; fail after `ms` instead of hanging (no fixed sleeps). */
-async function waitFor(check: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 /** A jar holding a copy of `jar`'s session cookies (for Portcullis' origin). */
 function copyOf(jar: CookieJar, proxyUrl: string): CookieJar {
@@ -142,11 +135,7 @@ t.test('a session ended at the provider: the provider posts a logout token; alic
     'Portcullis sign-out was never called',
   )
 
-  await waitFor(
-    () => proxy.logs.some((l) => l.msg === 'request' && l.route === 'auth:backchannel'),
-    10_000,
-    'the provider to post a logout token',
-  )
+  await waitUntil(() => proxy.logs.some((l) => l.msg === 'request' && l.route === 'auth:backchannel'), 'the provider to post a logout token', 10_000)
   const access = proxy.logs.filter((l) => l.msg === 'request' && l.route === 'auth:backchannel')
   t.equal(access.length, 1, 'one back-channel request (only alice had a session at the provider)')
   t.equal(access[0]?.status, 200, 'accepted')

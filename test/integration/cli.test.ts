@@ -6,6 +6,7 @@ import t from 'tap'
 import { reservePort } from '../helpers/portcullis.ts'
 import { startTestProvider } from '../helpers/provider.ts'
 import { TEST_SECRET } from '../helpers/config.ts'
+import { eventually } from '../helpers/wait.ts'
 
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts')
 
@@ -116,24 +117,18 @@ t.test('SIGHUP reloads the config file; a broken file keeps the running config; 
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
-  const until = async (check: () => Promise<boolean> | boolean) => {
-    for (let i = 0; i < 200; i++) {
-      if (await check()) return true
-      await new Promise((r) => setTimeout(r, 50))
-    }
-    return false
-  }
-  t.ok(await until(() => out.includes('portcullis listening')), 'started')
+
+  t.ok(await eventually(() => out.includes('portcullis listening')), 'started')
   t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 503, 'protected before the reload (503: its provider is down)')
 
   write('true')
   child.kill('SIGHUP')
-  t.ok(await until(() => out.includes('configuration reloaded')), 'reloaded')
+  t.ok(await eventually(() => out.includes('configuration reloaded')), 'reloaded')
   t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 200, 'public after the reload')
 
   writeFileSync(file, 'server: [not, a, mapping\n')
   child.kill('SIGHUP')
-  t.ok(await until(() => out.includes('reload refused')), 'a broken file is refused')
+  t.ok(await eventually(() => out.includes('reload refused')), 'a broken file is refused')
   t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 200, 'the running config is kept')
 
   child.kill('SIGTERM')

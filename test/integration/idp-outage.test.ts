@@ -5,14 +5,8 @@ import { startTestProvider } from '../helpers/provider.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
 import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
+import { eventually } from '../helpers/wait.ts'
 
-async function poll(check: () => Promise<boolean>, tries = 200, everyMs = 50): Promise<boolean> {
-  for (let i = 0; i < tries; i++) {
-    if (await check()) return true
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
-  return false
-}
 
 t.test('provider down at start: Portcullis starts, says 503, and recovers by itself', async (t) => {
   const providerPort = await reservePort()
@@ -48,7 +42,7 @@ t.test('provider down at start: Portcullis starts, says 503, and recovers by its
   )
 
   await startTestProvider(t, { port: providerPort, clients: [{ clientId, clientSecret, redirectUris: [`${publicUrl}/oauth2/callback`] }] })
-  t.ok(await poll(async () => (await request(`${proxy.url}/readyz`)).status === 200), 'ready once the provider is up')
+  t.ok(await eventually(async () => (await request(`${proxy.url}/readyz`)).status === 200), 'ready once the provider is up')
   const { finalLocation, jar } = await login({ proxyUrl: proxy.url, path: '/app' })
   t.equal(finalLocation, `${publicUrl}/app`)
   const page = await request(finalLocation, { jar, headers: { accept: 'application/json' } })

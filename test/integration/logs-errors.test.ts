@@ -1,17 +1,14 @@
 import t from 'tap'
 import { startStack } from '../helpers/portcullis.ts'
 import { request } from '../helpers/http.ts'
+import { eventually } from '../helpers/wait.ts'
 
-/** The access line is written when the response has been sent, so it can trail the client's read. */
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 20))
-}
 
 t.test('refusals are logged with the error type and code, once, and without the query string', async (t) => {
   const { proxy } = await startStack(t)
   const res = await request(`${proxy.url}/oauth2/callback?error=access_denied&state=abc&code=secret-code-value-123456789`, { headers: { accept: 'application/json' } })
   t.equal(res.status, 403)
-  await until(() => proxy.logs.some((l) => l.path === '/oauth2/callback'))
+  await eventually(() => proxy.logs.some((l) => l.path === '/oauth2/callback'))
   const lines = proxy.logs.filter((l) => l.path === '/oauth2/callback')
   t.equal(lines.length, 1, 'one line for the request')
   t.match(lines[0]?.err, { type: 'PortcullisError', code: 'LOGIN_DENIED' }, 'naming the error')
@@ -35,7 +32,7 @@ t.test('logging.requests: false writes only the failed requests', async (t) => {
   t.equal(ok.status, 200)
   const down = await request(`${proxy.url}/down/x`, { headers: { accept: 'application/json' } })
   t.equal(down.status, 502)
-  await until(() => proxy.logs.some((l) => l.path === '/down/x'))
+  await eventually(() => proxy.logs.some((l) => l.path === '/down/x'))
   const lines = proxy.logs.filter((l) => l.msg === 'request')
   t.same(
     lines.map((l) => [l.path, l.status]),

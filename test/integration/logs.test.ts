@@ -11,15 +11,8 @@ import t from 'tap'
 import { startStack } from '../helpers/portcullis.ts'
 import { authorizeUntilCallback, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
+import { waitUntil } from '../helpers/wait.ts'
 
-/** Poll (bounded) until `check` is true: the access line is written when the response finishes. */
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (check()) return
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
 
 /** Every substring of `value` of length `n` (the whole value when shorter). */
 function slices(value: string, n: number): string[] {
@@ -67,7 +60,7 @@ t.test('access log lines and what the log never contains', async (t) => {
 
   const toProxy = steps.filter((s) => new URL(s.url).origin === proxy.url).length + 4
   const accessLines = () => proxy.logs.filter((l) => l.msg === 'request')
-  await until(() => accessLines().length >= toProxy, `${toProxy} access lines`)
+  await waitUntil(() => accessLines().length >= toProxy, `${toProxy} access lines`)
   await new Promise((resolve) => setTimeout(resolve, 50)) // and no extra ones trailing
 
   t.test('exactly one access line per request, with the fields', async (t) => {

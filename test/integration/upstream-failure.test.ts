@@ -9,6 +9,7 @@ import type { Test as Tap } from 'tap'
 import { reservePort, startStack } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { request, type TestResponse } from '../helpers/http.ts'
+import { eventually } from '../helpers/wait.ts'
 
 /** What must never be in a body we render: stack frames, file paths, error class names, socket codes. */
 function assertNoInternals(t: Tap, res: TestResponse, label: string): void {
@@ -57,7 +58,7 @@ t.test('upstream down: 502, logged, and Portcullis keeps serving', async (t) => 
   // One line per request: the access line carries the error and the upstream's socket error. It is
   // written once the response has been sent, so it may trail the client's read by a moment.
   const failedLines = () => proxy.logs.filter((l) => l.msg === 'request' && l.status === 502)
-  for (let i = 0; i < 100 && failedLines().length < 4; i++) await new Promise((r) => setTimeout(r, 20))
+  await eventually(() => failedLines().length >= 4, { timeoutMs: 2_000 })
   const failed = failedLines()
   t.equal(failed.length, 4, 'one access line per failed request')
   for (const line of failed) {

@@ -10,6 +10,7 @@ import t, { type Test } from 'tap'
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type JWK } from 'jose'
 import { createJwks, type Jwks } from '../../../src/oidc/jwks.ts'
 import { fakeClock, type FakeClock } from '../../helpers/clock.ts'
+import { waitUntil } from '../../helpers/wait.ts'
 
 type CryptoKeyLike = Awaited<ReturnType<typeof generateKeyPair>>['privateKey']
 
@@ -78,14 +79,6 @@ async function verify(jwks: Jwks, token: string, clock: FakeClock): Promise<'ok'
   }
 }
 
-/** Poll (bounded: 5 s) until `check()` holds: the background fetch is a real HTTP request. */
-async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 const COOLDOWN = 30_000
 const MAX_AGE = 600_000
@@ -184,22 +177,22 @@ t.test('stale cache (past maxAge): refreshed in the background, verification doe
   server.mode = 'error'
   clock.advance(MAX_AGE + 1)
   t.equal(await verify(jwks, await tokenBy(k1, clock), clock), 'ok', 'a stale cache still verifies while the endpoint fails')
-  await until(() => server.hits === 2, 'the background refresh attempt')
+  await waitUntil(() => server.hits === 2, 'the background refresh attempt')
   t.equal(await verify(jwks, await tokenBy(k1, clock), clock), 'ok', 'and keeps verifying after the failed refresh')
   t.equal(server.hits, 2, 'the failed attempt is not repeated on every verification')
 
   server.mode = 'down'
   clock.advance(MAX_AGE + 1)
   t.equal(await verify(jwks, await tokenBy(k1, clock), clock), 'ok', 'also when the endpoint drops connections')
-  await until(() => server.hits === 3, 'the second background refresh attempt')
+  await waitUntil(() => server.hits === 3, 'the second background refresh attempt')
 
   // With the endpoint back, a stale cache picks up new keys in the background.
   server.mode = 'ok'
   server.keys = [k2.jwk, k1.jwk]
   clock.advance(MAX_AGE + 1)
   t.equal(await verify(jwks, await tokenBy(k1, clock), clock), 'ok')
-  await until(() => server.hits === 4, 'the background refresh')
-  await until(() => jwks.keys().length === 2, 'the refreshed key set to be installed')
+  await waitUntil(() => server.hits === 4, 'the background refresh')
+  await waitUntil(() => jwks.keys().length === 2, 'the refreshed key set to be installed')
   t.equal(await verify(jwks, await tokenBy(k2, clock), clock), 'ok', 'the new key verifies without another fetch (within the cooldown)')
   t.equal(server.hits, 4)
 })
