@@ -11,6 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer } from 'ws'
 import type { WebSocket } from 'ws'
+import { escapeHtml, htmlPage } from './html.ts'
 
 /** One request as the upstream saw it (WebSocket upgrades too, with an empty body). */
 export interface EchoRecord {
@@ -44,14 +45,6 @@ export interface EchoUpstreamOptions {
 /** Longest delay `/slow?ms=N` honours, so a typo cannot hang a test run. */
 const MAX_SLOW_MS = 60_000
 
-function escapeHtml(value: string): string {
-  return value
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&#39;')
-}
 
 /** Identity headers as received (name lower-cased, each occurrence on its own row). */
 function identityHeaders(rawHeaders: string[]): Array<[string, string]> {
@@ -63,7 +56,7 @@ function identityHeaders(rawHeaders: string[]): Array<[string, string]> {
   return rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
 }
 
-function htmlPage(title: string, record: EchoRecord): string {
+function echoPage(title: string, record: EchoRecord): string {
   const rows = identityHeaders(record.rawHeaders)
   const table = rows.length
     ? `<table>
@@ -73,27 +66,17 @@ ${rows.map(([name, value]) => `<tr><td>${escapeHtml(name)}</td><td>${escapeHtml(
 </tbody>
 </table>`
     : '<p>No identity headers arrived: this request did not come through Portcullis.</p>'
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}
+  return htmlPage(
+    title,
+    `body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
-td{font-family:ui-monospace,monospace;word-break:break-all}
-</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
+td{font-family:ui-monospace,monospace;word-break:break-all}`,
+    `<h1>${escapeHtml(title)}</h1>
 <p><code>${escapeHtml(record.method)} ${escapeHtml(record.url)}</code></p>
 <h2>Identity headers received</h2>
 ${table}
-<p><a href="/oauth2/sign_out">Sign out</a></p>
-</body>
-</html>
-`
+<p><a href="/oauth2/sign_out">Sign out</a></p>`,
+  )
 }
 
 function readBody(req: IncomingMessage): Promise<string> {
@@ -136,7 +119,7 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
     const noBody = status === 204 || status === 304 || req.method === 'HEAD'
     const accept = req.headers.accept ?? ''
     if (accept.includes('text/html')) {
-      const html = htmlPage(title, record)
+      const html = echoPage(title, record)
       res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html) })
       res.end(noBody ? undefined : html)
       return

@@ -4,7 +4,6 @@
  * `startStack()` brings up provider + echo upstream + Portcullis together. Logs are captured as
  * parsed JSON lines (and their raw text) so tests can assert on them.
  */
-import { createServer } from 'node:net'
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { pino } from 'pino'
@@ -15,6 +14,9 @@ import type { Config } from '../../src/config/types.ts'
 import { startTestProvider, type ProviderOptions, type RunningProvider } from './provider.ts'
 import { startTestUpstream, type EchoUpstream } from './upstream.ts'
 import { configFor } from './config.ts'
+import { reservePort } from './ports.ts'
+
+export { reservePort } from './ports.ts'
 
 export interface RunningPortcullis {
   url: string
@@ -26,16 +28,6 @@ export interface RunningPortcullis {
   logs: Array<Record<string, unknown>>
 }
 
-export function reservePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 export async function startPortcullis(t: Test, config: Config, deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number } = {}): Promise<RunningPortcullis> {
   const logText: string[] = []
