@@ -17,7 +17,7 @@ import { join as joinChunks } from '../src/session/chunks.ts'
 import { chooseLoadgen, type Loadgen, type LoadgenKind, type LoadResult } from './lib/loadgen.ts'
 import { login, loginLoop, probe, sessionCookieHeader, ssoSessions, type LoginLoopResult } from './lib/logins.ts'
 import { startApache, startNginx, type PeerStarted } from './lib/peers.ts'
-import { cpuMsOf, freePort, pinSelf, planLayout, readyLine, rssOf, sleep, start, waitForHttp, type Layout, type Managed } from './lib/procs.ts'
+import { cpuMsOf, freePort, holdPort, pinSelf, planLayout, readyLine, rssOf, sleep, start, waitForHttp, type Layout, type Managed } from './lib/procs.ts'
 import { connectInspector, type Inspector } from './lib/inspector.ts'
 import { formatProfile, summarizeProfile, type ProfileSummary } from './lib/profile.ts'
 import { fmtBytes, fmtKiB, fmtMs, fmtRate, fmtRatio, max, median, min, pad } from './lib/stats.ts'
@@ -437,7 +437,10 @@ async function runBench(ctx: Ctx): Promise<number> {
   const t0 = performance.now()
 
   // Ports the provider must know before it starts (redirect URIs).
-  const [mainPort, memCookiePort, memMemoryPort, apachePort, nginxPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
+  // Held (bound) until each server starts: the provider, echo and bare proxy listen on port 0 meanwhile.
+  const held = await Promise.all([holdPort(), holdPort(), holdPort(), holdPort(), holdPort()])
+  const [mainPort, memCookiePort, memMemoryPort, apachePort, nginxPort] = held.map((h) => h.port) as [number, number, number, number, number]
+  const release = async (port: number): Promise<void> => held.find((h) => h.port === port)?.release()
   const clientId = 'portcullis-bench'
   const clientSecret = randomBytes(24).toString('base64url')
   const apacheClient = { clientId: 'apache-bench', clientSecret: randomBytes(24).toString('base64url') }
@@ -471,6 +474,7 @@ async function runBench(ctx: Ctx): Promise<number> {
   const bareProc = start('bare-proxy', process.execPath, [...bareFlags, ...tsx, join(HERE, 'servers/bare-proxy.ts'), upstream], { core: layout.servers, cwd: ROOT })
   procs.push(bareProc)
   const inspectPort = opts.cpuProf ? await freePort() : 0
+  await release(mainPort)
   const main = await startPortcullis({
     name: 'portcullis',
     launch: ctx.launch,
@@ -563,6 +567,7 @@ async function runBench(ctx: Ctx): Promise<number> {
   if (wanted('nginx')) {
     if (!opts.peers) skip('nginx', opts.smoke ? 'peers are not run in --smoke' : '--no-peers')
     else {
+      await release(nginxPort)
       const n = await startNginx({ dir: tmp, port: nginxPort, upstreamPort: echo.port, core: layout.servers })
       if (!n.ok) skip('nginx', n.reason)
       else {
@@ -576,6 +581,7 @@ async function runBench(ctx: Ctx): Promise<number> {
   if (wanted('apache')) {
     if (!opts.peers) skip('apache', opts.smoke ? 'peers are not run in --smoke' : '--no-peers')
     else {
+      await release(apachePort)
       const a = await startApache({
         dir: tmp,
         port: apachePort,
@@ -671,6 +677,7 @@ async function runBench(ctx: Ctx): Promise<number> {
       let inspector: Inspector | null = null
       try {
         const inspectPort = await freePort()
+        await release(port)
         p = await startPortcullis({
           name: `portcullis-mem-${store}`,
           launch: ctx.launch,
@@ -876,6 +883,7 @@ async function runBench(ctx: Ctx): Promise<number> {
     memory,
     profiles: Object.fromEntries([...profiles].map(([key, p]) => [key, { file: savedProfiles[key], ...p.summary }])),
   }
+  await Promise.all(held.map((h) => h.release())) // the ones no server took (skipped peers, no memory test)
   writeFileSync(jsonFile, `${JSON.stringify(json, null, 2)}\n`)
   say(`results: ${relative(process.cwd(), jsonFile) || jsonFile}`)
   for (const file of Object.values(savedProfiles)) say(`cpu profile: ${relative(process.cwd(), file)} (open in Chrome DevTools or speedscope)`)

@@ -1,11 +1,14 @@
 import { randomUUID } from 'node:crypto'
+import { createServer, type ServerOptions } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import fastifyCookie from '@fastify/cookie'
 import { pino, type Logger, type LoggerOptions } from 'pino'
 import type { Runtime } from './runtime.ts'
 import { PortcullisError } from './errors.ts'
 import { normalizePath } from './policy/path.ts'
-import type { RequestContext, RuntimeHolder } from './http/context.ts'
+import { requestIdOf, type RequestContext, type RuntimeHolder } from './http/context.ts'
+import { createFastLane, OwnPaths } from './http/fast-lane.ts'
+import { UpstreamPools } from './http/upstream.ts'
 import { createPipeline, PATH_REJECTED } from './http/pipeline.ts'
 import { registerStart } from './http/routes/start.ts'
 import { registerCallback } from './http/routes/callback.ts'
@@ -37,7 +40,6 @@ export interface App {
   swap(next: Runtime): void
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 const REJECTED_TARGET = '/__portcullis/rejected'
 
@@ -45,16 +47,28 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   const holder: RuntimeHolder = { current: runtime }
   const given = opts.logger ?? loggerOptions(runtime.config.logging.level)
   const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
+  const pools = new UpstreamPools(opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout)
+  const ownPaths = new OwnPaths()
+  const lane = createFastLane({ holder, pools, logger, ownPaths })
   const app: FastifyInstance = Fastify({
+    // Proxied requests that need nothing but forwarding are answered before Fastify (`http/fast-lane.ts`);
+    // the server is otherwise the one Fastify would create (its timeouts applied the same way).
+    serverFactory: (handler, given) => {
+      // Fastify passes its resolved options (defaults filled in); its types leave them loosely typed.
+      const options = given as { http?: ServerOptions | null; keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number; maxRequestsPerSocket?: number }
+      const server = createServer(options.http ?? {}, lane.wrap(handler))
+      if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout
+      if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout
+      server.setTimeout(options.connectionTimeout ?? 0)
+      if (options.maxRequestsPerSocket !== undefined && options.maxRequestsPerSocket > 0) server.maxRequestsPerSocket = options.maxRequestsPerSocket
+      return server
+    },
     loggerInstance: logger as FastifyBaseLogger,
     // One access-log line per request is written by `logRequest` (path without query), not by Fastify.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
     trustProxy: false,
     return503OnClosing: true,
-    genReqId: (req) => {
-      const given = req.headers['x-request-id']
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
-    },
+    genReqId: (req) => requestIdOf(req.headers),
     // DESIGN.md §3 step 2: route on the normalized path. A target that cannot be normalized safely is
     // routed to a placeholder and refused by the pipeline with 400.
     // Fastify's own refusals (an undecodable URL, ...) go through the same error model as ours.
@@ -90,6 +104,12 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     },
   })
 
+  // Every route but the proxy's is Portcullis's own: the fast lane leaves those paths to Fastify.
+  app.addHook('onRoute', (route) => {
+    if (route.config?.kind !== 'proxy') ownPaths.add(route.url ?? route.path)
+  })
+  app.addHook('preClose', async () => lane.close())
+  app.addHook('onClose', async () => pools.close())
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
   app.addHook('onRequest', createPipeline(holder))
@@ -127,7 +147,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   app.all(REJECTED_TARGET, { config: { kind: 'auth', label: 'rejected' } }, async () => {
     throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
   })
-  registerProxy(app, { upstreamTimeoutMs: opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout })
+  registerProxy(app, pools)
 
   return {
     fastify: app,

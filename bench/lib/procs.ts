@@ -204,7 +204,7 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-export { reservePort as freePort } from '../../test/helpers/ports.ts'
+export { reservePort as freePort, holdPort } from '../../test/helpers/ports.ts'
 
 /** Resident set size in bytes (VmRSS), or null when /proc has no such process. */
 export function rssOf(pid: number): number | null {

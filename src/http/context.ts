@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Route } from '../policy/routes.ts'
 import type { Identity } from '../policy/identity.ts'
 import type { Session } from '../session/model.ts'
@@ -37,4 +39,12 @@ declare module 'fastify' {
 /** The one mutable reference: the current runtime, swapped on reload (STYLE.md rule 8). */
 export interface RuntimeHolder {
   current: Runtime
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** A request's id: the client's `X-Request-ID` when it is short and plain, else a new UUID. */
+export function requestIdOf(headers: IncomingHttpHeaders): string {
+  const given = headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }

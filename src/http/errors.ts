@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import { type ErrorCode, PortcullisError } from '../errors.ts'
 import { wantsHtml } from './negotiate.ts'
 import { renderErrorPage } from './pages.ts'
@@ -66,30 +67,66 @@ function fromFastifyError(err: FastifyError): { status: number; code: string; me
     : { status, code: 'BAD_REQUEST', message: 'The request could not be processed.' }
 }
 
-export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply, retryUrl: string): FastifyReply {
+/** An error as a response: status, headers (page headers, Retry-After) and an HTML or JSON body. */
+export interface ErrorResponse {
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly body: string
+}
+
+/**
+ * Build the response for an error; `sendError` sends it through Fastify, the fast lane
+ * (`http/fast-lane.ts`) on the raw response.
+ */
+export function errorResponse(err: unknown, html: boolean, requestId: string, retryUrl: string): ErrorResponse {
   let status: number
   let code: string
   let message: string
   let providerError: string | undefined
+  const headers: Record<string, string> = { ...PAGE_HEADERS }
   if (err instanceof PortcullisError) {
     status = STATUS[err.code]
     code = err.code
     message = err.publicMessage
     providerError = err.details.error
-    if (RETRY_AFTER.has(err.code)) void reply.header('retry-after', '5')
+    if (RETRY_AFTER.has(err.code)) headers['retry-after'] = '5'
   } else {
     ;({ status, code, message } = fromFastifyError(err as FastifyError))
   }
   const retry = err instanceof PortcullisError && RETRY_LOGIN.has(err.code) ? retryUrl : undefined
-  void reply.code(status).headers(PAGE_HEADERS)
-  if (wantsHtml(request)) {
+  if (html) {
     const title = err instanceof PortcullisError ? TITLES[err.code] : status === 500 ? 'Internal error' : 'Bad request'
-    return reply
-      .type('text/html; charset=utf-8')
-      .send(renderErrorPage({ status, title, message, code, requestId: request.id, providerError, retryUrl: retry }))
+    headers['content-type'] = 'text/html; charset=utf-8'
+    return { status, headers, body: renderErrorPage({ status, title, message, code, requestId, providerError, retryUrl: retry }) }
   }
-  const body: Record<string, string> = { error: code, message, requestId: request.id }
+  const body: Record<string, string> = { error: code, message, requestId }
   if (providerError !== undefined) body.providerError = providerError
   if (retry !== undefined) body.retry = retry
-  return reply.type('application/json; charset=utf-8').send(body)
+  headers['content-type'] = 'application/json; charset=utf-8'
+  return { status, headers, body: JSON.stringify(body) }
+}
+
+export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply, retryUrl: string): FastifyReply {
+  const res = errorResponse(err, wantsHtml(request.headers), request.id, retryUrl)
+  return reply.code(res.status).headers(res.headers).send(res.body)
+}
+
+/**
+ * Send an error on a raw response (the proxy step after it took the response over from Fastify, and
+ * the fast lane). `own` are headers already decided for this response (request id, cookies).
+ */
+export function writeError(
+  res: ServerResponse,
+  err: unknown,
+  requestHeaders: IncomingHttpHeaders,
+  requestId: string,
+  own: Readonly<Record<string, string | readonly string[]>>,
+): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const out = errorResponse(err, wantsHtml(requestHeaders), requestId, '/')
+  res.writeHead(out.status, { ...own, ...out.headers, 'content-length': Buffer.byteLength(out.body) })
+  res.end(out.body)
 }

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { LoggerOptions } from 'pino'
+import type { Logger, LoggerOptions } from 'pino'
 import { PortcullisError } from '../errors.ts'
 
 /**
@@ -64,6 +64,24 @@ export function logRequest(request: FastifyRequest, reply: FastifyReply, error?:
     ...(error === undefined ? {} : { err: error }),
     ...extra,
   }
-  if (status >= 500) request.log.error(entry, 'request')
-  else request.log.info(entry, 'request')
+  logAccess(request.log, entry)
+}
+
+/** The fields of an access line; `reqId` comes from the request's child logger, or is given. */
+export interface AccessEntry {
+  readonly reqId?: string
+  readonly method: string
+  readonly path: string
+  readonly route: string
+  readonly status: number
+  readonly durationMs: number
+  readonly sub: string | undefined
+  readonly err?: unknown
+  readonly [extra: string]: unknown
+}
+
+/** Write an access line: at error level for 5xx, info otherwise. */
+export function logAccess(log: Pick<Logger, 'info' | 'error'>, entry: AccessEntry): void {
+  if (entry.status >= 500) log.error(entry, 'request')
+  else log.info(entry, 'request')
 }

@@ -1,20 +1,20 @@
-import type { FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
 
 /**
  * A top-level browser navigation gets redirects and HTML pages; anything else (XHR, fetch, API
  * clients) gets 401 JSON. A navigation is a GET/HEAD that accepts text/html and, when the browser
  * says so, has `Sec-Fetch-Mode: navigate` (DESIGN.md §3 step 5; LANDSCAPE §2 item 13).
  */
-export function isBrowserNavigation(req: FastifyRequest): boolean {
+export function isBrowserNavigation(req: { readonly method: string; readonly headers: IncomingHttpHeaders }): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD') return false
   const mode = req.headers['sec-fetch-mode']
   if (mode !== undefined && mode !== 'navigate') return false
   if (req.headers['x-requested-with'] !== undefined) return false
-  return wantsHtml(req)
+  return wantsHtml(req.headers)
 }
 
 /** The client accepts an HTML page (for error rendering). */
-export function wantsHtml(req: FastifyRequest): boolean {
-  const accept = req.headers.accept
+export function wantsHtml(headers: IncomingHttpHeaders): boolean {
+  const accept = headers.accept
   return typeof accept === 'string' && accept.includes('text/html')
 }

@@ -7,6 +7,9 @@ import { isBrowserNavigation } from './negotiate.ts'
 import type { RequestContext, RuntimeHolder } from './context.ts'
 import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
 import type { Runtime } from '../runtime.ts'
+import type { Route } from '../policy/routes.ts'
+import { join as joinChunks } from '../session/chunks.ts'
+import { fastifyCookie } from '@fastify/cookie'
 
 /**
  * The request pipeline (DESIGN.md §3), as one ordered list of steps in one file (STYLE.md rule 2).
@@ -22,6 +25,9 @@ import type { Runtime } from '../runtime.ts'
  *   6. attach the identity for the proxy step (`http/proxy.ts`)
  * Per-route allow rules (step 4 of DESIGN.md §3) come with a later issue.
  */
+/** The Cookie parser @fastify/cookie gives Fastify requests (the first of duplicate names wins). */
+const parseCookie = fastifyCookie.parse
+
 export const PATH_REJECTED = Symbol('portcullis.pathRejected')
 
 export function createPipeline(holder: RuntimeHolder) {
@@ -117,20 +123,14 @@ export async function authenticate(rt: Runtime, request: FastifyRequest, reply: 
  * the session keeps being served while its access token is valid, then a 503 with Retry-After.
  */
 async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, value: string): Promise<Session | null> {
-  const now = rt.clock.now()
-  let expired = session.accessExpiresAt <= now
-  if (rt.provider.ready) {
-    const check = await rt.provider.get().accessTokens.check(session.accessToken)
-    if (check.status === 'invalid') {
-      request.log.warn({ reason: check.reason }, 'session access token failed verification; session ended')
-      await endSession(rt, request, reply, value)
-      return null
-    }
-    if (check.status === 'expired') expired = true
+  const state = await freshness(rt, session)
+  if (state.status === 'fresh') return session
+  if (state.status === 'invalid') {
+    request.log.warn({ reason: state.reason }, 'session access token failed verification; session ended')
+    await endSession(rt, request, reply, value)
+    return null
   }
-  if (!expired && !needsRefresh(session, now, rt.config.session.refreshAhead)) return session
-  // Nothing to refresh with: the session lasts as long as its access token (it ends once expired).
-  if (!expired && session.refreshToken === undefined) return session
+  const expired = state.status === 'expired'
   try {
     const next = await rt.refresher.refresh(session)
     await store(rt, request, reply, next, value)
@@ -147,6 +147,54 @@ async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply
     }
     throw err
   }
+}
+
+/**
+ * What a session's tokens need now: nothing (`fresh`), a refresh while the access token still serves
+ * (`refresh`) or after it expired (`expired`), or the end (`invalid`: the JWT failed verification).
+ * A session without a refresh token lasts as long as its access token.
+ */
+type Freshness = { readonly status: 'fresh' | 'refresh' | 'expired' } | { readonly status: 'invalid'; readonly reason: string }
+const FRESH: Freshness = { status: 'fresh' }
+const REFRESH: Freshness = { status: 'refresh' }
+const EXPIRED: Freshness = { status: 'expired' }
+
+async function freshness(rt: Runtime, session: Session): Promise<Freshness> {
+  const now = rt.clock.now()
+  let expired = session.accessExpiresAt <= now
+  if (rt.provider.ready) {
+    const check = await rt.provider.get().accessTokens.check(session.accessToken)
+    if (check.status === 'invalid') return { status: 'invalid', reason: check.reason }
+    if (check.status === 'expired') expired = true
+  }
+  if (expired) return EXPIRED
+  return needsRefresh(session, now, rt.config.session.refreshAhead) && session.refreshToken !== undefined ? REFRESH : FRESH
+}
+
+/** A request the fast lane may forward as it is: its route, and its session (null on a public route). */
+export interface Admitted {
+  readonly route: Route
+  readonly session: Session | null
+}
+
+/**
+ * The fast lane's question (`http/fast-lane.ts`), answered by the same steps 3–4 as above: would this
+ * pipeline forward the request without writing anything (no cookie to set or clear, no idle-clock
+ * move, no refresh, no redirect, no error)? Then the route and session; otherwise null, and the
+ * request takes the full pipeline, which does what is needed. `path` is already normalized.
+ */
+export async function admit(rt: Runtime, host: string | undefined, path: string, cookieHeader: string | undefined): Promise<Admitted | null> {
+  const route = rt.routes.match(host, path)
+  if (route === null) return null
+  if (route.public) return { route, session: null }
+  if (cookieHeader === undefined) return null
+  const value = joinChunks(rt.config.session.cookieName, parseCookie(cookieHeader))
+  if (value === null) return null
+  const loaded = await rt.sessions.load(value)
+  if (loaded === null || loaded.renew || rt.clock.now() - loaded.session.lastSeenAt >= IDLE_RENEW_MS) return null
+  if (await rt.revocations.isRevoked(loaded.session)) return null
+  if ((await freshness(rt, loaded.session)).status !== 'fresh') return null
+  return { route, session: loaded.session }
 }
 
 /** Save the session; set the cookie when its value changed (a server-side store keeps the ticket). */

@@ -1,12 +1,16 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyReplyFromHooks } from '@fastify/reply-from'
 import httpProxy from '@fastify/http-proxy'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { ClientOptions } from 'ws'
 import { removeCookies } from '../policy/headers.ts'
 import type { RequestContext } from './context.ts'
-import { forward, UpstreamPools } from './upstream.ts'
+import { relay, type UpstreamPools } from './upstream.ts'
 import type { Runtime } from '../runtime.ts'
+import type { Route } from '../policy/routes.ts'
+import type { Identity } from '../policy/identity.ts'
+import type { Session } from '../session/model.ts'
+import { writeError } from './errors.ts'
 
 /**
  * The proxy step (DESIGN.md §3 step 6): one catch-all @fastify/http-proxy whose upstream is the route
@@ -14,7 +18,7 @@ import type { Runtime } from '../runtime.ts'
  * removed from `Cookie`, identity headers injected (the client's copies were stripped in the
  * pipeline), `X-Forwarded-*` set from `server.publicUrl`, optional access token.
  */
-export function upstreamHeaders(rt: Runtime, ctx: RequestContext, request: FastifyRequest, headers: IncomingHttpHeaders): IncomingHttpHeaders {
+export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingHttpHeaders): IncomingHttpHeaders {
   // Headers the client listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). Done before the
   // identity headers are injected, so a client cannot name one of ours to make it vanish.
   const connection = headers.connection
@@ -25,21 +29,43 @@ export function upstreamHeaders(rt: Runtime, ctx: RequestContext, request: Fasti
   const cookie = removeCookies(headers.cookie, rt.isOwnCookie)
   if (cookie === undefined) delete headers.cookie
   else headers.cookie = cookie
-  if (ctx.route !== null && !ctx.route.public) {
-    Object.assign(headers, rt.identityHeaders(ctx.identity))
-    const session = ctx.session
+  if (!to.route.public) {
+    Object.assign(headers, rt.identityHeaders(to.identity))
+    const session = to.session
     if (session !== null) {
       if (rt.config.identity.passAccessToken) headers['x-auth-request-access-token'] = session.accessToken
       if (rt.config.identity.passAuthorizationHeader) headers.authorization = `Bearer ${session.accessToken}`
     }
   }
-  const peer = request.socket.remoteAddress ?? ''
+  const peer = to.peer
   const prior = headers['x-forwarded-for']
   headers['x-forwarded-for'] = prior !== undefined && rt.isTrustedProxy(peer) ? `${String(prior)}, ${peer}` : peer
   headers['x-forwarded-proto'] = rt.publicUrl.protocol.slice(0, -1)
   headers['x-forwarded-host'] = rt.publicUrl.host
-  headers['x-request-id'] = request.id
+  headers['x-request-id'] = to.requestId
   return headers
+}
+
+/** Who a request is forwarded as: what the pipeline (or the fast lane) found, and the client's address. */
+export interface ForwardedAs {
+  readonly route: Route
+  readonly identity: Identity | null
+  readonly session: Session | null
+  /** The TCP peer's address. */
+  readonly peer: string
+  readonly requestId: string
+}
+
+/** `ForwardedAs` for a request the Fastify pipeline has run on. */
+function forwardedAs(request: FastifyRequest): ForwardedAs {
+  const ctx = request.portcullis
+  return {
+    route: ctx.route as Route,
+    identity: ctx.identity,
+    session: ctx.session,
+    peer: request.socket.remoteAddress ?? '',
+    requestId: request.id,
+  }
 }
 
 /**
@@ -93,34 +119,59 @@ const wsClientOptions = {
     if (src.cookie !== undefined) out.cookie = src.cookie
     if (src.origin !== undefined) out.origin = src.origin
     if (src['user-agent'] !== undefined) out['user-agent'] = src['user-agent']
-    return upstreamHeaders(request.portcullis.runtime, request.portcullis, request, out)
+    return upstreamHeaders(request.portcullis.runtime, forwardedAs(request), out)
   },
 } as ClientOptions
 
-export function registerProxy(app: FastifyInstance, opts: { upstreamTimeoutMs: number }): void {
-  const pools = new UpstreamPools(opts.upstreamTimeoutMs)
-  app.addHook('onClose', async () => pools.close())
+export function registerProxy(app: FastifyInstance, pools: UpstreamPools): void {
   void app.register(httpProxy, {
     upstream: '',
     prefix: '/',
     websocket: true,
     config: { kind: 'proxy', label: 'proxy' },
-    // Plain HTTP is answered right here, straight through an undici pool (`http/upstream.ts`): the
-    // normalized request target as it is, the body streamed (http-proxy's content-type parsers hand it
-    // over unparsed). Answering in this hook skips http-proxy's handler and its per-request URL
-    // parsing; only WebSocket upgrades go on to it, which builds the upstream URL from the path and
-    // `getUpstream`'s origin only, so the route's base path is prepended here for them.
-    preHandler: async (request, reply) => {
+    // Plain HTTP is answered right here, straight through an undici pool (`relay` in
+    // `http/upstream.ts`, the one the fast lane uses): the normalized request target as it is, the
+    // body streamed from the raw request. Answering in this hook skips http-proxy's handler and its
+    // per-request URL parsing; only WebSocket upgrades go on to it, which builds the upstream URL from
+    // the path and `getUpstream`'s origin only, so the route's base path is prepended here for them.
+    preHandler: (request, reply, next) => {
       const ctx = request.portcullis
       const route = ctx.route as NonNullable<RequestContext['route']>
       // `upgrade` is set by Node's HTTP parser but missing from @types/node.
       if ((request.raw as { upgrade?: boolean }).upgrade === true) {
         if (route.upstreamBasePath !== '') request.raw.url = route.upstreamBasePath + request.url
+        next()
         return
       }
-      return forward(pools, route, request, reply, upstreamHeaders(ctx.runtime, ctx, request, { ...request.headers }))
+      // Headers set on the reply so far (request id, a re-sealed session cookie) go out with the
+      // upstream's answer; a response that carries this user's session cookie must never be stored
+      // by a shared cache, whatever the app said about its body.
+      const own = replyHeaders(reply)
+      if (ctx.cookieWritten === true) own['cache-control'] = 'private, no-store'
+      const headers = upstreamHeaders(ctx.runtime, forwardedAs(request), { ...request.headers })
+      // From here the raw response is written by `relay`; Fastify still runs the onResponse hook
+      // (the access line) when it finishes.
+      void reply.hijack()
+      relay(pools, { route, method: request.method, url: request.url, headers }, request.raw, reply.raw, own, (outcome) => {
+        if (outcome.logFields !== undefined) ctx.logFields = outcome.logFields
+        if (outcome.error === undefined) return
+        ctx.error = outcome.error
+        writeError(reply.raw, outcome.error, request.headers, request.id, own)
+      })
     },
     replyOptions: { getUpstream },
     wsClientOptions,
   })
+}
+
+/** The headers set on a Fastify reply, as strings (Set-Cookie stays a list). */
+function replyHeaders(reply: FastifyReply): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const given = reply.getHeaders()
+  for (const name in given) {
+    const value = given[name]
+    if (value === undefined) continue
+    out[name] = Array.isArray(value) ? value.map(String) : String(value)
+  }
+  return out
 }

@@ -1,8 +1,6 @@
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
-import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { IncomingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { PortcullisError } from '../errors.ts'
 import type { Route } from '../policy/routes.ts'
 
@@ -45,55 +43,159 @@ export class UpstreamPools {
 const TIMEOUT_CODES: ReadonlySet<string> = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
 /** Hop-by-hop response headers (RFC 9110 §7.6.1): they describe the upstream connection, not ours. */
-const HOP_BY_HOP_RESPONSE: readonly string[] = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']
+const HOP_BY_HOP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
 
-/**
- * Send the request upstream and the answer back. `headers` were prepared by `upstreamHeaders`
- * (identity injected, client copies stripped, our cookies removed).
- */
-export async function forward(
-  pools: UpstreamPools,
-  route: Route,
-  request: FastifyRequest,
-  reply: FastifyReply,
-  headers: IncomingHttpHeaders,
-): Promise<FastifyReply> {
-  headers.host = route.upstreamHost
-  // undici frames the body itself; a client's Transfer-Encoding would be refused by it.
-  delete headers['transfer-encoding']
-  const body = request.body as Readable | undefined
-  let res: Dispatcher.ResponseData
-  try {
-    res = await pools.get(route.upstreamOrigin).request({
-      method: request.method as Dispatcher.HttpMethod,
-      path: route.upstreamBasePath + request.url,
-      headers: headers as Record<string, string | string[]>,
-      body: body ?? null,
-    })
-  } catch (err) {
-    throw upstreamError(request, err)
-  }
-  const out = res.headers as IncomingHttpHeaders
-  const connection = out.connection
-  if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
-    for (const listed of connection.toLowerCase().split(',')) delete out[listed.trim()]
-  }
-  for (const name of HOP_BY_HOP_RESPONSE) delete out[name]
-  // A response that carries a (re-sealed) session cookie of this user must never be stored by a
-  // shared cache, whatever the app said about its body.
-  if (request.portcullis.cookieWritten === true) out['cache-control'] = 'private, no-store'
-  res.body.on('error', (err) => {
-    // The upstream broke off while streaming the body: the status line is gone, log it and end.
-    request.portcullis.logFields = { upstreamError: (err as { code?: string }).code ?? err.name }
-  })
-  return reply.code(res.statusCode).headers(out).send(res.body)
+/** What to send upstream: `headers` were prepared by `upstreamHeaders` (`http/proxy.ts`). */
+export interface RelayRequest {
+  readonly route: Route
+  readonly method: string
+  /** The normalized request target (path and query), as routed. */
+  readonly url: string
+  readonly headers: IncomingHttpHeaders
 }
 
-function upstreamError(request: FastifyRequest, err: unknown): PortcullisError {
-  const e = err as Error & { code?: string; cause?: { code?: string } }
-  const code = e.code ?? e.name
-  request.portcullis.logFields = { upstreamError: code, upstreamCause: e.cause?.code ?? code }
-  return TIMEOUT_CODES.has(code)
-    ? new PortcullisError('UPSTREAM_TIMEOUT', 'The application did not answer in time.', { cause: err })
-    : new PortcullisError('UPSTREAM_UNAVAILABLE', 'The application is not reachable right now.', { cause: err })
+/** How a relay ended, for the caller's answer and access line. */
+export interface RelayOutcome {
+  /** The upstream failed: before answering (the caller sends the error page) or mid-body (the response was cut). */
+  readonly error?: PortcullisError
+  readonly responded: boolean
+  readonly logFields?: Readonly<Record<string, string>>
+}
+
+/**
+ * Send one request upstream and stream the answer to `res`. `own` are Portcullis's response headers
+ * (request id, re-sealed cookies, a forced Cache-Control): they replace the upstream's headers of the
+ * same name, except Set-Cookie, where both are kept. `done` is called once, when the exchange is over
+ * or failed; on a failure before the upstream answered nothing was written and the caller answers.
+ */
+export function relay(
+  pools: UpstreamPools,
+  target: RelayRequest,
+  req: IncomingMessage,
+  res: ServerResponse,
+  own: Readonly<Record<string, string | readonly string[]>>,
+  done: (outcome: RelayOutcome) => void,
+): void {
+  const headers = target.headers
+  headers.host = target.route.upstreamHost
+  // undici frames the body itself; a client's Transfer-Encoding would be refused by it.
+  const chunked = headers['transfer-encoding'] !== undefined
+  delete headers['transfer-encoding']
+  const hasBody = chunked || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+  pools.get(target.route.upstreamOrigin).dispatch(
+    {
+      method: target.method as Dispatcher.HttpMethod,
+      path: target.route.upstreamBasePath + target.url,
+      headers: headers as Record<string, string | string[]>,
+      body: hasBody ? req : null,
+    },
+    new RelayHandler(res, own, done),
+  )
+}
+
+const HANDLER = Symbol('portcullis.relay')
+type RelayedResponse = ServerResponse & { [HANDLER]?: RelayHandler }
+// Listeners shared by every response (no closure per request); they find their handler on the response.
+function onClientClose(this: RelayedResponse): void {
+  this[HANDLER]?.clientClosed()
+}
+function onDrain(this: RelayedResponse): void {
+  this[HANDLER]?.drained()
+}
+
+/**
+ * undici's raw handler interface (onConnect/onHeaders/onData/onComplete/onError, marked deprecated in
+ * its types in favour of the controller one). This one is used on purpose: the pool calls it directly
+ * with the raw header pairs, which go to `writeHead` in one array; the controller interface wraps
+ * every handler and parses the headers into an object first (undici lib/handler/unwrap-handler.js).
+ */
+class RelayHandler implements Dispatcher.DispatchHandler {
+  readonly #res: ServerResponse
+  readonly #own: Readonly<Record<string, string | readonly string[]>>
+  readonly #done: (outcome: RelayOutcome) => void
+  #abort: ((err?: Error) => void) | null = null
+  #resume: (() => void) | null = null
+  #responded = false
+  #finished = false
+
+  constructor(res: ServerResponse, own: Readonly<Record<string, string | readonly string[]>>, done: (outcome: RelayOutcome) => void) {
+    this.#res = res
+    this.#own = own
+    this.#done = done
+    ;(res as RelayedResponse)[HANDLER] = this
+    res.once('close', onClientClose)
+  }
+
+  /** The client went away before the answer was complete: stop the upstream exchange too. */
+  clientClosed(): void {
+    if (!this.#finished) this.#abort?.(new Error('client closed the connection'))
+  }
+
+  drained(): void {
+    this.#resume?.()
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.#abort = abort
+    if (this.#res.destroyed) abort(new Error('client closed the connection'))
+  }
+
+  onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true // 1xx informational: not relayed
+    this.#resume = resume
+    const own = this.#own
+    let listed: Set<string> | null = null
+    for (let i = 0; i < raw.length; i += 2) {
+      if ((raw[i] as Buffer).length === 10 && (raw[i] as Buffer).toString('latin1').toLowerCase() === 'connection') {
+        // Headers the upstream listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
+        const value = (raw[i + 1] as Buffer).toString('latin1').toLowerCase()
+        if (value !== 'keep-alive' && value !== 'close') listed = new Set(value.split(',').map((v) => v.trim()))
+      }
+    }
+    const out: string[] = []
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = (raw[i] as Buffer).toString('latin1')
+      const lower = name.toLowerCase()
+      if (HOP_BY_HOP_RESPONSE.has(lower) || listed?.has(lower) === true) continue
+      if (lower !== 'set-cookie' && own[lower] !== undefined) continue
+      out.push(name, (raw[i + 1] as Buffer).toString('latin1'))
+    }
+    for (const name in own) {
+      const value = own[name] as string | readonly string[]
+      if (typeof value === 'string') out.push(name, value)
+      else for (const v of value) out.push(name, v)
+    }
+    this.#responded = true
+    this.#res.writeHead(statusCode, out)
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.#res.write(chunk)) return true
+    // Backpressure: undici pauses the upstream socket until `resume`.
+    this.#res.once('drain', onDrain)
+    return false
+  }
+
+  onComplete(): void {
+    this.#finished = true
+    this.#res.end()
+    this.#done({ responded: true })
+  }
+
+  onError(err: Error): void {
+    this.#finished = true
+    const e = err as Error & { code?: string; cause?: { code?: string } }
+    const code = e.code ?? e.name
+    if (this.#responded) {
+      // The upstream broke off while streaming the body: the status line is gone; cut the response.
+      this.#res.destroy()
+      this.#done({ responded: true, logFields: { upstreamError: code } })
+      return
+    }
+    const error = TIMEOUT_CODES.has(code)
+      ? new PortcullisError('UPSTREAM_TIMEOUT', 'The application did not answer in time.', { cause: err })
+      : new PortcullisError('UPSTREAM_UNAVAILABLE', 'The application is not reachable right now.', { cause: err })
+    this.#done({ error, responded: false, logFields: { upstreamError: code, upstreamCause: e.cause?.code ?? code } })
+  }
 }
