@@ -3,7 +3,9 @@ import type { Logger } from 'pino'
 import { normalizePath } from '../policy/path.ts'
 import { stripHeaders } from '../policy/headers.ts'
 import { requestIdOf, type RuntimeHolder } from './context.ts'
-import { admit, type Admitted } from './pipeline.ts'
+import { admit, admitSession, type Admitted } from './pipeline.ts'
+import { allowHeaders, CHECK_LABEL, originalRoute } from './routes/auth-check.ts'
+import type { Session } from '../session/model.ts'
 import { upstreamHeaders } from './proxy.ts'
 import { relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
@@ -19,7 +21,9 @@ import type { Runtime } from '../runtime.ts'
  * method on a path that is none of Portcullis's own routes, a route that matches, and either a public
  * route or a valid session that needs no cookie write, idle-clock move, refresh or redirect. The
  * decision is the pipeline's own (`admit` in `http/pipeline.ts`), the forwarding the proxy step's
- * (`upstreamHeaders`, `relay`), the access line the same as Fastify's. Everything else — the auth
+ * (`upstreamHeaders`, `relay`), the access line the same as Fastify's. The forward-auth check
+ * (`{prefix}/auth`) is answered here too when its session needs nothing written (a 200, built by
+ * `http/routes/auth-check.ts`). Everything else — the auth
  * endpoints, ops, logins, refreshes, refusals, WebSocket upgrades (never a `request` event) — goes to
  * Fastify untouched, which runs the full pipeline.
  */
@@ -33,10 +37,12 @@ export interface FastLaneOptions {
 
 export interface FastLane {
   /** The server's `request` listener: answers, or hands the request to Fastify's handler. */
-  wrap(fastify: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void
+  wrap(fastify: RawHandler): RawHandler
   /** Stop taking requests (the server is closing; Fastify answers 503). */
   close(): void
 }
+
+type RawHandler = (req: IncomingMessage, res: ServerResponse) => void
 
 /** Portcullis's own routes, collected from Fastify's `onRoute` hook as they are registered. */
 export class OwnPaths {
@@ -86,14 +92,54 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
     })
   }
 
+  /** The forward-auth check (`{prefix}/auth`) with a session that needs nothing written: a 200. */
+  function allow(rt: Runtime, session: Session | null, req: IncomingMessage, res: ServerResponse, path: string, started: number): void {
+    const id = requestIdOf(req.headers)
+    res.writeHead(200, { ...allowHeaders(rt, session), 'x-request-id': id, 'content-length': '0' })
+    res.end()
+    if (!rt.config.logging.requests) return
+    logAccess(logger, {
+      reqId: id,
+      method: req.method as string,
+      path,
+      route: CHECK_LABEL,
+      status: 200,
+      durationMs: Math.round((performance.now() - started) * 100) / 100,
+      sub: session?.sub,
+    })
+  }
+
+  function check(req: IncomingMessage, res: ServerResponse, path: string, fastify: RawHandler): void {
+    const started = performance.now()
+    const rt = holder.current
+    stripHeaders(req.headers, rt.stripSet)
+    const original = originalRoute(rt, req.headers, req.socket.remoteAddress ?? '')
+    if (original === 'invalid') return fastify(req, res)
+    if (original?.public === true) return allow(rt, null, req, res, path, started)
+    admitSession(rt, req.headers.cookie)
+      .then(
+        (session) => (session === null ? fastify(req, res) : allow(rt, session, req, res, path, started)),
+        () => fastify(req, res),
+      )
+      .catch((err: unknown) => failed(err, req, res, path))
+  }
+
+  function failed(err: unknown, req: IncomingMessage, res: ServerResponse, path: string): void {
+    // A bug, not a request's fault: answer 500 (never a stack trace) and say so in the log.
+    logger.error({ err, path }, 'fast lane failed')
+    writeError(res, err, req.headers, requestIdOf(req.headers), {})
+  }
+
   return {
     wrap(fastify) {
+      const checkPath = `${holder.current.prefix}/auth`
       return function fastLane(req: IncomingMessage, res: ServerResponse): void {
         const url = req.url ?? ''
         if (!open || !PROXIED_METHODS.has(req.method as string) || url.charCodeAt(0) !== SLASH) return fastify(req, res)
         const q = url.indexOf('?')
         const raw = q === -1 ? url : url.slice(0, q)
         const path = normalizePath(raw)
+        if (path === checkPath && req.method === 'GET') return check(req, res, path, fastify)
         // What is left percent-encoded, Fastify's router decodes: let it decide those paths.
         if (path === null || path.includes('%') || ownPaths.has(path)) return fastify(req, res)
         const started = performance.now()
@@ -108,11 +154,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
             // A store or provider failure: the full pipeline meets it again and answers with its error page.
             () => fastify(req, res),
           )
-          .catch((err: unknown) => {
-            // A bug, not a request's fault: answer 500 (never a stack trace) and say so in the log.
-            logger.error({ err, path }, 'fast lane failed')
-            writeError(res, err, req.headers, requestIdOf(req.headers), {})
-          })
+          .catch((err: unknown) => failed(err, req, res, path))
       }
     },
     close() {

@@ -122,7 +122,7 @@ export async function authenticate(rt: Runtime, request: FastifyRequest, reply: 
  * `sub` or an invalid token end the session (null: login or 401). With the provider down or failing,
  * the session keeps being served while its access token is valid, then a 503 with Retry-After.
  */
-async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, value: string): Promise<Session | null> {
+export async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, value: string): Promise<Session | null> {
   const state = await freshness(rt, session)
   if (state.status === 'fresh') return session
   if (state.status === 'invalid') {
@@ -187,6 +187,12 @@ export async function admit(rt: Runtime, host: string | undefined, path: string,
   const route = rt.routes.match(host, path)
   if (route === null) return null
   if (route.public) return { route, session: null }
+  const session = await admitSession(rt, cookieHeader)
+  return session === null ? null : { route, session }
+}
+
+/** Step 4 of `admit`: the session a Cookie header holds when it needs nothing written; else null. */
+export async function admitSession(rt: Runtime, cookieHeader: string | undefined): Promise<Session | null> {
   if (cookieHeader === undefined) return null
   const value = joinChunks(rt.config.session.cookieName, parseCookie(cookieHeader))
   if (value === null) return null
@@ -194,7 +200,7 @@ export async function admit(rt: Runtime, host: string | undefined, path: string,
   if (loaded === null || loaded.renew || rt.clock.now() - loaded.session.lastSeenAt >= IDLE_RENEW_MS) return null
   if (await rt.revocations.isRevoked(loaded.session)) return null
   if ((await freshness(rt, loaded.session)).status !== 'fresh') return null
-  return { route, session: loaded.session }
+  return loaded.session
 }
 
 /** Save the session; set the cookie when its value changed (a server-side store keeps the ticket). */

@@ -1,0 +1,90 @@
+import type { FastifyInstance } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import { normalizePath } from '../../policy/path.ts'
+import type { Route } from '../../policy/routes.ts'
+import type { Session } from '../../session/model.ts'
+import type { Runtime } from '../../runtime.ts'
+import type { RuntimeHolder } from '../context.ts'
+import { authenticate, freshen } from '../pipeline.ts'
+
+/**
+ * GET {prefix}/auth: the forward-auth check for the nginx family (ingress-nginx `auth-url`, plain
+ * nginx `auth_request`; DESIGN.md §2, ECOSYSTEM.md §0–1). It answers only 200, 401 or 403, because
+ * nginx turns any other status into a 500:
+ * - 200 with every configured identity header (empty when unknown, so a client's copy is overwritten),
+ *   and the re-sealed session cookie when it moved (nginx can pass the first `Set-Cookie` on);
+ * - 401 when there is no valid session (nginx then sends the browser to `auth-signin`), also while
+ *   the provider is unreachable: a refusal, never a 5xx;
+ * - 403 when the original URL cannot be normalized safely.
+ * The original request is read from `X-Original-URL` only when a peer in `server.trustedProxies` sent
+ * it: a route it matches that is public is allowed without a session; any other URL needs one. The
+ * check's own query is ignored (Caddy appends the original query to it).
+ * Answered in the fast lane (`http/fast-lane.ts`) when the session needs nothing written.
+ */
+export const CHECK_LABEL = 'auth:check'
+
+export function registerAuthCheck(app: FastifyInstance, holder: RuntimeHolder): void {
+  app.get(`${holder.current.prefix}/auth`, { config: { kind: 'auth', label: CHECK_LABEL } }, async (request, reply) => {
+    const rt = request.portcullis.runtime
+    const original = originalRoute(rt, request.headers, request.socket.remoteAddress ?? '')
+    if (original === 'invalid') return reply.code(403).headers(DENY_HEADERS).send(denial('FORBIDDEN', 'The original URL is not valid.', request.id))
+    if (original?.public === true) return reply.code(200).headers(allowHeaders(rt, null)).send()
+    let session: Session | null = null
+    try {
+      const found = await authenticate(rt, request, reply)
+      session = found === null ? null : await freshen(rt, request, reply, found.session, found.value)
+    } catch (err) {
+      // The provider is down and the session's token has expired (a 503 on a proxied route): nginx
+      // only takes 200/401/403, so this is a refusal; the sign-in page then explains the outage.
+      request.portcullis.error = err
+    }
+    if (session === null) {
+      return reply
+        .code(401)
+        .headers(DENY_HEADERS)
+        .header('www-authenticate', `Bearer realm="${rt.publicUrl.host}"`)
+        .send(denial('UNAUTHENTICATED', 'Authentication required.', request.id))
+    }
+    request.portcullis.session = session
+    request.portcullis.identity = { sub: session.sub, claims: session.claims }
+    return reply.code(200).headers(allowHeaders(rt, session)).send()
+  })
+}
+
+const DENY_HEADERS = { 'cache-control': 'no-store', 'content-type': 'application/json; charset=utf-8' } as const
+
+function denial(error: string, message: string, requestId: string): string {
+  return JSON.stringify({ error, message, requestId })
+}
+
+/**
+ * The headers of a 200: every identity header (empty for a public route), the access token where the
+ * operator asked for it, and no caching (a shared cache must not hand one user's identity to another).
+ */
+export function allowHeaders(rt: Runtime, session: Session | null): Record<string, string> {
+  const out: Record<string, string> = { 'cache-control': 'no-store', ...rt.identityHeaders(session === null ? null : { sub: session.sub, claims: session.claims }) }
+  if (session !== null && rt.config.identity.passAccessToken) out['x-auth-request-access-token'] = session.accessToken
+  if (session !== null && rt.config.identity.passAuthorizationHeader) out.authorization = `Bearer ${session.accessToken}`
+  return out
+}
+
+/**
+ * The route of the request being checked, from `X-Original-URL` (absolute, as ingress-nginx sends
+ * it) when a trusted proxy sent it; null when there is none to go by (then a session is required);
+ * 'invalid' when its path cannot be normalized safely.
+ */
+export function originalRoute(rt: Runtime, headers: IncomingHttpHeaders, peer: string): Route | null | 'invalid' {
+  const given = headers['x-original-url']
+  if (typeof given !== 'string' || !rt.isTrustedProxy(peer)) return null
+  let url: URL
+  try {
+    url = new URL(given)
+  } catch {
+    return 'invalid'
+  }
+  // The raw path as sent (URL parsing already resolved dot segments; normalizePath refuses the
+  // encoded forms it must not decode).
+  const path = normalizePath(url.pathname)
+  if (path === null) return 'invalid'
+  return rt.routes.match(url.host, path)
+}
