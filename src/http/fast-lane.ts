@@ -4,7 +4,7 @@ import { normalizePath } from '../policy/path.ts'
 import { stripHeaders } from '../policy/headers.ts'
 import { requestIdOf, type RuntimeHolder } from './context.ts'
 import { admit, admitSession, type Admitted } from './pipeline.ts'
-import { allowHeaders, CHECK_LABEL, originalRoute } from './routes/auth-check.ts'
+import { allowPairs, CHECK_LABEL, originalRoute } from './routes/auth-check.ts'
 import type { Session } from '../session/model.ts'
 import { upstreamHeaders } from './proxy.ts'
 import { relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
@@ -95,7 +95,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
   /** The forward-auth check (`{prefix}/auth`) with a session that needs nothing written: a 200. */
   function allow(rt: Runtime, session: Session | null, req: IncomingMessage, res: ServerResponse, path: string, started: number): void {
     const id = requestIdOf(req.headers)
-    res.writeHead(200, { ...allowHeaders(rt, session), 'x-request-id': id, 'content-length': '0' })
+    res.writeHead(200, [...allowPairs(rt, session), 'x-request-id', id, 'content-length', '0'])
     res.end()
     if (!rt.config.logging.requests) return
     logAccess(logger, {

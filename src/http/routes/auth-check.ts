@@ -69,6 +69,20 @@ export function allowHeaders(rt: Runtime, session: Session | null): Record<strin
 }
 
 /**
+ * `allowHeaders` as a flat `[name, value, ...]` list for `writeHead`, built once per session object
+ * (the open-cache hands the same one to every request with the same cookie) and runtime.
+ */
+export function allowPairs(rt: Runtime, session: Session | null): readonly string[] {
+  const key: object = session ?? rt
+  const known = PAIRS.get(key)
+  if (known !== undefined && known.rt === rt) return known.pairs
+  const pairs = Object.entries(allowHeaders(rt, session)).flat()
+  PAIRS.set(key, { rt, pairs })
+  return pairs
+}
+const PAIRS = new WeakMap<object, { readonly rt: Runtime; readonly pairs: readonly string[] }>()
+
+/**
  * The route of the request being checked, from `X-Original-URL` (absolute, as ingress-nginx sends
  * it) when a trusted proxy sent it; null when there is none to go by (then a session is required);
  * 'invalid' when its path cannot be normalized safely.
