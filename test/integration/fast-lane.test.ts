@@ -1,0 +1,115 @@
+/**
+ * The fast lane (src/http/fast-lane.ts, issue #4 point 6): proxied requests whose session needs
+ * nothing written are answered before Fastify. It must be invisible: the same answers, headers, upstream
+ * requests and access lines as the full pipeline, and it must never take a request that is Portcullis's
+ * own. These tests put the two lanes side by side (an idle-clock move sends a request through the full
+ * pipeline; the next one with the new cookie takes the fast lane) and probe the edges of what it takes.
+ */
+import t from 'tap'
+import { reservePort, startStack } from '../helpers/portcullis.ts'
+import { login } from '../helpers/login.ts'
+import { request } from '../helpers/http.ts'
+import { fakeClock } from '../helpers/clock.ts'
+import { DEMO_USERS } from '../helpers/provider.ts'
+import { eventually } from '../helpers/wait.ts'
+import type { EchoRecord } from '../helpers/upstream.ts'
+
+const alice = DEMO_USERS[0]!
+
+/** An upstream request's headers without the ones that differ per request. */
+function stable(record: EchoRecord | undefined): Record<string, unknown> {
+  const { 'x-request-id': _id, ...rest } = record?.headers ?? {}
+  return rest
+}
+
+t.test('both lanes: the same upstream request, the same answer, the same access line', async (t) => {
+  const clock = fakeClock()
+  const { proxy, upstream } = await startStack(t, { runtime: { clock } })
+  const { jar } = await login({ proxyUrl: proxy.url })
+  clock.advance(61_000)
+  const headers = { accept: 'application/json', 'x-request-id': 'req-slow', 'x-custom': 'kept', 'x-auth-request-user': 'mallory' }
+  const slow = await request(`${proxy.url}/app/page?q=1&q=2`, { jar, headers }) // idle-clock move: full pipeline
+  t.equal(slow.setCookies.length, 1, 'the first request re-sealed the cookie (full pipeline)')
+  const slowRecord = upstream.requests.at(-1)
+  const fast = await request(`${proxy.url}/app/page?q=1&q=2`, { jar, headers: { ...headers, 'x-request-id': 'req-fast' } })
+  t.same(fast.setCookies, [], 'the second wrote nothing (fast lane)')
+  const fastRecord = upstream.requests.at(-1)
+  t.equal(fast.status, 200)
+  t.equal(fastRecord?.url, '/app/page?q=1&q=2', 'the query as sent')
+  t.equal(fastRecord?.headers['x-auth-request-user'], alice.id)
+  t.equal(fastRecord?.headers['x-custom'], 'kept')
+  t.equal(fastRecord?.headers['x-request-id'], 'req-fast', "the client's request id passes on")
+  t.notMatch(String(fastRecord?.headers.cookie ?? ''), /_portcullis/, 'our cookie never reaches the upstream')
+  t.same(stable(fastRecord), stable(slowRecord), 'the upstream saw the same headers from both lanes')
+  t.equal(fast.headers['x-request-id'], 'req-fast')
+  t.equal(slow.headers['cache-control'], 'private, no-store', 'a response carrying a re-sealed cookie is not cacheable')
+  t.equal(fast.headers['cache-control'], undefined)
+  const { 'x-request-id': _a, 'set-cookie': _b, 'cache-control': _c, date: _d, ...slowRest } = slow.headers
+  const { 'x-request-id': _e, date: _f, ...fastRest } = fast.headers
+  t.same(fastRest, slowRest, 'the same response headers apart from the cookie')
+  t.same(JSON.parse(fast.body).headers['x-forwarded-for'], JSON.parse(slow.body).headers['x-forwarded-for'])
+
+  const line = (id: string) => proxy.logs.find((l) => l.msg === 'request' && l.reqId === id)
+  t.ok(await eventually(() => line('req-fast') !== undefined && line('req-slow') !== undefined), 'both access lines written')
+  const pick = (l: Record<string, unknown> | undefined) => ({ method: l?.method, path: l?.path, route: l?.route, status: l?.status, sub: l?.sub, level: l?.level })
+  t.same(pick(line('req-fast')), pick(line('req-slow')), 'the same access line fields')
+  t.match(line('req-fast'), { path: '/app/page', status: 200, sub: alice.id, durationMs: Number })
+  t.notMatch(proxy.logText.join('\n'), /q=1|_portcullis=/, 'no query and no cookie in the log')
+})
+
+t.test("with a valid session, Portcullis's own paths are never proxied", async (t) => {
+  const { proxy, upstream } = await startStack(t)
+  const { jar } = await login({ proxyUrl: proxy.url })
+  const before = upstream.requests.length
+  t.equal((await request(`${proxy.url}/healthz`, { jar })).json<{ status: string }>().status, 'ok')
+  t.equal((await request(`${proxy.url}/readyz`, { jar })).json<{ status: string }>().status, 'ready')
+  t.equal((await request(`${proxy.url}/oauth2/userinfo`, { jar })).json<{ user: string }>().user, alice.id)
+  t.equal((await request(`${proxy.url}/oauth2/nothing-here`, { jar })).status, 404)
+  t.equal((await request(`${proxy.url}/oauth2/%75serinfo`, { jar })).json<{ user: string }>().user, alice.id, 'normalized before deciding')
+  t.equal((await request(`${proxy.url}/x/../oauth2/userinfo`, { jar })).json<{ user: string }>().user, alice.id, 'dot segments too')
+  t.equal((await request(`${proxy.url}/a%2Fb`, { jar })).status, 400, 'a path that cannot be normalized: refused by the pipeline')
+  t.equal(upstream.requests.length, before, 'none of these reached the upstream')
+  t.equal((await request(`${proxy.url}/oauth2x`, { jar })).status, 200, 'a sibling of the prefix is an app path')
+  t.equal((await request(`${proxy.url}/OAUTH2/userinfo`, { jar })).status, 200, 'routing is case-sensitive in both lanes')
+  t.equal(upstream.requests.length, before + 2)
+  t.same(
+    upstream.requests.slice(before).map((r) => r.url),
+    ['/oauth2x', '/OAUTH2/userinfo'],
+  )
+})
+
+t.test('large bodies stream both ways with backpressure', async (t) => {
+  const { proxy, upstream } = await startStack(t)
+  const { jar } = await login({ proxyUrl: proxy.url })
+  const body = 'x'.repeat(4 * 1024 * 1024)
+  const res = await request(`${proxy.url}/upload`, { method: 'POST', jar, body, headers: { 'content-type': 'text/plain', accept: 'application/json' } })
+  t.equal(res.status, 200)
+  t.equal(upstream.requests.at(-1)?.body.length, body.length, 'the upstream got every byte')
+  t.equal(JSON.parse(res.body).body.length, body.length, 'and the client got its echo back')
+  t.same(res.setCookies, [])
+})
+
+t.test('upstream down in the fast lane: the same 502 page, a request id and an error line', async (t) => {
+  const closedPort = await reservePort() // reserved, then released: nothing listens there
+  const { proxy } = await startStack(t, {
+    overrides: ({ upstream }) => ({
+      routes: [
+        { match: { pathPrefix: '/' }, upstream },
+        { match: { pathPrefix: '/down' }, upstream: `http://127.0.0.1:${closedPort}` },
+      ],
+    }),
+  })
+  const { jar } = await login({ proxyUrl: proxy.url })
+  const res = await request(`${proxy.url}/down/x`, { jar, headers: { accept: 'application/json', 'x-request-id': 'down-1' } })
+  t.equal(res.status, 502)
+  t.match(res.json(), { error: 'UPSTREAM_UNAVAILABLE', requestId: 'down-1' })
+  t.equal(res.headers['x-request-id'], 'down-1')
+  t.equal(res.headers['retry-after'], '5')
+  const line = () => proxy.logs.find((l) => l.reqId === 'down-1' && l.msg === 'request')
+  t.ok(await eventually(() => line() !== undefined))
+  t.match(line(), { level: 50, status: 502, route: String, upstreamError: String, sub: alice.id })
+  const html = await request(`${proxy.url}/down/x`, { jar, headers: { accept: 'text/html' } })
+  t.equal(html.status, 502)
+  t.match(html.body, /The application is not available/)
+  t.notMatch(html.body, /ECONNREFUSED|at \S+\.(ts|js):\d+/, 'no internals')
+})
