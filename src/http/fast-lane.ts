@@ -9,7 +9,7 @@ import type { Session } from '../session/model.ts'
 import { upstreamHeaders } from './proxy.ts'
 import { relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
-import { logAccess } from './logging.ts'
+import { createAccessWriter } from './logging.ts'
 import type { Runtime } from '../runtime.ts'
 
 /**
@@ -66,6 +66,7 @@ const PROXIED_METHODS: ReadonlySet<string> = new Set(['DELETE', 'GET', 'HEAD', '
 
 export function createFastLane(opts: FastLaneOptions): FastLane {
   const { holder, pools, logger, ownPaths } = opts
+  const logAccess = createAccessWriter(logger)
   let open = true
 
   function forward(rt: Runtime, admitted: Admitted, req: IncomingMessage, res: ServerResponse, url: string, path: string, started: number): void {
@@ -78,7 +79,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
     relay(pools, { route, method, url, headers }, req, res, own, (outcome: RelayOutcome) => {
       if (outcome.error !== undefined) writeError(res, outcome.error, req.headers, id, own)
       if (!rt.config.logging.requests && res.statusCode < 500) return
-      logAccess(logger, {
+      logAccess({
         reqId: id,
         method,
         path,
@@ -98,7 +99,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
     res.writeHead(200, [...allowPairs(rt, session), 'x-request-id', id, 'content-length', '0'])
     res.end()
     if (!rt.config.logging.requests) return
-    logAccess(logger, {
+    logAccess({
       reqId: id,
       method: req.method as string,
       path,

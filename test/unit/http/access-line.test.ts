@@ -1,0 +1,64 @@
+/**
+ * The fast lane's hand-built access line (`createAccessWriter`, src/http/logging.ts) must be the line
+ * pino writes for the same entry: same keys, same order, same values; and anything it does not build
+ * itself (errors, extra fields, 5xx, a level above info) must go through pino.
+ */
+import t from 'tap'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { createAccessWriter, logAccess, loggerOptions, type AccessEntry } from '../../../src/http/logging.ts'
+
+function capture(level = 'info') {
+  const lines: string[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''))
+      cb()
+    },
+  })
+  const logger = pino(loggerOptions(level), sink)
+  return { logger, lines }
+}
+
+/** The line without its time value (the two are written at different instants). */
+const untimed = (line: string | undefined) => (line ?? '').replace(/"time":\d+/, '"time":0')
+
+const ENTRIES: Array<[string, AccessEntry]> = [
+  ['a proxied request', { reqId: 'b1f7c3e0-0000-4000-8000-000000000001', method: 'GET', path: '/app/page', route: 'route-0', status: 200, durationMs: 1.23, sub: 'alice' }],
+  ['no user (public route)', { reqId: 'r-2', method: 'POST', path: '/public', route: 'public', status: 204, durationMs: 0.5, sub: undefined }],
+  ['characters JSON must escape', { reqId: 'r-3', method: 'GET', path: '/a"b\\c/\u00e9\u2028', route: 'r"\\', status: 404, durationMs: 12, sub: 'sub "with" \\ and \u0001' }],
+  ['the forward-auth check', { reqId: 'r-4', method: 'GET', path: '/oauth2/auth', route: 'auth:check', status: 200, durationMs: 0.07, sub: 'bob' }],
+]
+
+for (const [label, entry] of ENTRIES) {
+  t.test(`${label}: the same line as pino's`, async (t) => {
+    const fast = capture()
+    const slow = capture()
+    createAccessWriter(fast.logger)(entry)
+    logAccess(slow.logger, entry)
+    await new Promise((resolve) => setImmediate(resolve))
+    t.equal(fast.lines.length, 1)
+    t.same(JSON.parse(fast.lines[0] ?? 'null'), JSON.parse(slow.lines[0] ?? 'null'), 'same fields and values')
+    t.same(Object.keys(JSON.parse(fast.lines[0] ?? '{}')), Object.keys(JSON.parse(slow.lines[0] ?? '{}')), 'same key order')
+    if (!/[\u2028\u0001]/.test(JSON.stringify(entry))) t.equal(untimed(fast.lines[0]), untimed(slow.lines[0]), 'byte for byte')
+  })
+}
+
+t.test('errors, extra fields and 5xx go through pino', async (t) => {
+  const { logger, lines } = capture()
+  const write = createAccessWriter(logger)
+  const base = ENTRIES[0]![1]
+  write({ ...base, status: 502, err: new Error('connect ECONNREFUSED'), upstreamError: 'ECONNREFUSED' })
+  write({ ...base, upstreamError: 'UND_ERR_SOCKET' })
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(lines.length, 2)
+  t.match(JSON.parse(lines[0] ?? '{}'), { level: 50, status: 502, err: { type: 'Error' }, upstreamError: 'ECONNREFUSED', msg: 'request' })
+  t.match(JSON.parse(lines[1] ?? '{}'), { level: 30, upstreamError: 'UND_ERR_SOCKET' })
+})
+
+t.test('a level above info writes no access line', async (t) => {
+  const { logger, lines } = capture('warn')
+  createAccessWriter(logger)(ENTRIES[0]![1])
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(lines, [])
+})
