@@ -7,7 +7,7 @@ import { admit, admitSession, type Admitted } from './pipeline.ts'
 import { allowPairs, CHECK_LABEL, originalRoute } from './routes/auth-check.ts'
 import type { Session } from '../session/model.ts'
 import { upstreamHeaders } from './proxy.ts'
-import { relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
+import { CLIENT_CLOSED, relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
 import { createAccessWriter } from './logging.ts'
 import type { Runtime } from '../runtime.ts'
@@ -78,13 +78,15 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
     const method = req.method as string
     relay(pools, { route, method, url, headers }, req, res, own, (outcome: RelayOutcome) => {
       if (outcome.error !== undefined) writeError(res, outcome.error, req.headers, id, own)
-      if (!rt.config.logging.requests && res.statusCode < 500) return
+      const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
+      // With `logging.requests: false` only failures are written: 5xx, cut answers, clients gone.
+      if (!rt.config.logging.requests && status < 500 && outcome.logFields === undefined) return
       logAccess({
         reqId: id,
         method,
         path,
         route: route.id,
-        status: res.statusCode,
+        status,
         durationMs: Math.round((performance.now() - started) * 100) / 100,
         sub: session?.sub,
         ...(outcome.error === undefined ? {} : { err: outcome.error }),

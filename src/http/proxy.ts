@@ -5,7 +5,8 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { ClientOptions } from 'ws'
 import { removeCookies } from '../policy/headers.ts'
 import type { RequestContext } from './context.ts'
-import { relay, type UpstreamPools } from './upstream.ts'
+import { CLIENT_CLOSED, relay, type UpstreamPools } from './upstream.ts'
+import { logRequest } from './logging.ts'
 import type { Runtime } from '../runtime.ts'
 import type { Route } from '../policy/routes.ts'
 import type { Identity } from '../policy/identity.ts'
@@ -154,9 +155,17 @@ export function registerProxy(app: FastifyInstance, pools: UpstreamPools): void 
       void reply.hijack()
       relay(pools, { route, method: request.method, url: request.url, headers }, request.raw, reply.raw, own, (outcome) => {
         if (outcome.logFields !== undefined) ctx.logFields = outcome.logFields
-        if (outcome.error === undefined) return
-        ctx.error = outcome.error
-        writeError(reply.raw, outcome.error, request.headers, request.id, own)
+        if (outcome.error !== undefined) {
+          ctx.error = outcome.error
+          writeError(reply.raw, outcome.error, request.headers, request.id, own)
+        }
+        // A response cut off (the upstream broke off mid-body, or the client left) never finishes,
+        // so Fastify's onResponse hook will not write its access line: write it here.
+        const res = reply.raw
+        if (res.destroyed && !res.writableFinished) {
+          if (!res.headersSent) res.statusCode = CLIENT_CLOSED
+          logRequest(request, reply, ctx.error, ctx.logFields)
+        }
       })
     },
     replyOptions: { getUpstream },

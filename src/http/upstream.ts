@@ -59,8 +59,11 @@ export interface RelayOutcome {
   /** The upstream failed: before answering (the caller sends the error page) or mid-body (the response was cut). */
   readonly error?: PortcullisError
   readonly responded: boolean
-  readonly logFields?: Readonly<Record<string, string>>
+  readonly logFields?: Readonly<Record<string, string | boolean>>
 }
+
+/** The access-log status of a request whose client left before it was answered (nginx's convention). */
+export const CLIENT_CLOSED = 499
 
 /**
  * Send one request upstream and stream the answer to `res`. `own` are Portcullis's response headers
@@ -117,6 +120,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   #resume: (() => void) | null = null
   #responded = false
   #finished = false
+  #clientGone = false
 
   constructor(res: ServerResponse, own: Readonly<Record<string, string | readonly string[]>>, done: (outcome: RelayOutcome) => void) {
     this.#res = res
@@ -128,7 +132,9 @@ class RelayHandler implements Dispatcher.DispatchHandler {
 
   /** The client went away before the answer was complete: stop the upstream exchange too. */
   clientClosed(): void {
-    if (!this.#finished) this.#abort?.(new Error('client closed the connection'))
+    if (this.#finished) return
+    this.#clientGone = true
+    this.#abort?.(new Error('client closed the connection'))
   }
 
   drained(): void {
@@ -137,7 +143,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
 
   onConnect(abort: (err?: Error) => void): void {
     this.#abort = abort
-    if (this.#res.destroyed) abort(new Error('client closed the connection'))
+    if (this.#res.destroyed) this.clientClosed()
   }
 
   onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
@@ -187,6 +193,12 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.#finished = true
     const e = err as Error & { code?: string; cause?: { code?: string } }
     const code = e.code ?? e.name
+    if (this.#clientGone) {
+      // Nobody to answer: the client left before the answer was complete.
+      this.#res.destroy()
+      this.#done({ responded: this.#responded, logFields: { clientClosed: true } })
+      return
+    }
     if (this.#responded) {
       // The upstream broke off while streaming the body: the status line is gone; cut the response.
       this.#res.destroy()

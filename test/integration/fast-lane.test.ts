@@ -6,6 +6,8 @@
  * pipeline; the next one with the new cookie takes the fast lane) and probe the edges of what it takes.
  */
 import t from 'tap'
+import { createServer, get as httpGet } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { reservePort, startStack } from '../helpers/portcullis.ts'
 import { login } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
@@ -113,3 +115,57 @@ t.test('upstream down in the fast lane: the same 502 page, a request id and an e
   t.match(html.body, /The application is not available/)
   t.notMatch(html.body, /ECONNREFUSED|at \S+\.(ts|js):\d+/, 'no internals')
 })
+
+t.test('an answer cut off mid-body, and a client that leaves: logged in both lanes', async (t) => {
+  // A misbehaving application: headers and 10 of the 1,000 promised bytes, then the socket closes.
+  const cutter = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '1000' })
+    res.write('0123456789', () => setTimeout(() => res.socket?.destroy(), 20))
+  })
+  await new Promise<void>((resolve) => cutter.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => cutter.close(() => resolve())))
+  const cutUrl = `http://127.0.0.1:${(cutter.address() as AddressInfo).port}`
+  const clock = fakeClock()
+  const { proxy } = await startStack(t, {
+    runtime: { clock },
+    overrides: ({ upstream }) => ({ routes: [{ match: { pathPrefix: '/' }, upstream }, { match: { pathPrefix: '/cut' }, upstream: cutUrl }] }),
+  })
+  const { jar } = await login({ proxyUrl: proxy.url })
+  const line = (id: string) => proxy.logs.find((l) => l.msg === 'request' && l.reqId === id)
+  for (const lane of ['full pipeline', 'fast lane']) {
+    if (lane === 'full pipeline') clock.advance(61_000) // the idle-clock move takes the full pipeline
+    const id = `cut-${lane.replace(' ', '-')}`
+    const got = await rawGet(`${proxy.url}/cut/x`, { cookie: jar.header(`${proxy.url}/`), 'x-request-id': id })
+    t.equal(got.status, 200, `${lane}: the status line was already sent`)
+    t.ok(got.body.length < 1000 && got.broken, `${lane}: the client sees a cut answer (${got.body.length} bytes), not a complete one`)
+    t.ok(await eventually(() => line(id) !== undefined), `${lane}: access line written`)
+    t.match(line(id), { status: 200, upstreamError: String }, `${lane}: with the upstream's error`)
+    if (lane === 'full pipeline') jar.update(`${proxy.url}/`, got.setCookie)
+  }
+  // Fast lane first: the full pipeline's re-sealed cookie never reaches a client that left.
+  for (const lane of ['fast lane', 'full pipeline']) {
+    if (lane === 'full pipeline') clock.advance(61_000)
+    const id = `gone-${lane.replace(' ', '-')}`
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 200)
+    await request(`${proxy.url}/slow?ms=5000`, { jar, signal: ac.signal, headers: { 'x-request-id': id, accept: 'application/json' } }).catch(() => undefined)
+    t.ok(await eventually(() => line(id) !== undefined), `${lane}: access line for a client that left`)
+    t.match(line(id), { status: 499, clientClosed: true }, `${lane}: status 499, clientClosed`)
+    t.notOk(line(id)?.upstreamError, `${lane}: not blamed on the upstream`)
+  }
+})
+
+/** GET with node:http, tolerating a response that breaks off: status, the bytes that came, whether it broke. */
+function rawGet(url: string, headers: Record<string, string>): Promise<{ status: number; body: string; broken: boolean; setCookie: string[] }> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(url, { headers }, (res) => {
+      let body = ''
+      let broken = false
+      res.on('data', (c: Buffer) => (body += c.toString()))
+      res.on('aborted', () => (broken = true))
+      res.on('error', () => (broken = true))
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, body, broken: broken || !res.complete, setCookie: res.headers['set-cookie'] ?? [] }))
+    })
+    req.on('error', reject)
+  })
+}
