@@ -39,7 +39,7 @@ const USAGE = `usage: npm run bench -- [options]      (or: npx tsx bench/run.ts 
   --connections=N        load generator connections (default 64)
   --threads=N            wrk threads (default 1: the load generator has one core)
   --repeat=N             runs per measurement, interleaved a b c ... a b c (default 3; --smoke: 1)
-  --only=LIST            subset of a,b,c,d,e,f,g,nginx,apache,memory (default: all)
+  --only=LIST            subset of a,b,r,c,d,e,f,g,nginx,apache,memory (default: all)
   --login-concurrency=N  concurrent logins in (g) and in the memory test (default 4)
   --memory-sessions=N    distinct sessions in the memory test (default 10000)
   --loadgen=K            wrk | autocannon | node (default: wrk, else autocannon when installed;
@@ -60,13 +60,14 @@ const USAGE = `usage: npm run bench -- [options]      (or: npx tsx bench/run.ts 
   --smoke                1 s runs, repeat 1, no peers, no memory test, short login loop (CI)
 `
 
-type Key = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'nginx' | 'apache'
+type Key = 'a' | 'b' | 'r' | 'c' | 'd' | 'e' | 'f' | 'g' | 'nginx' | 'apache'
 /** Measurements served by the main Portcullis process (the ones `--cpu-prof` profiles). */
 const PORTCULLIS_TARGETS: ReadonlySet<Key> = new Set(['c', 'd', 'e', 'f'])
-const ORDER: readonly Key[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'nginx', 'apache']
+const ORDER: readonly Key[] = ['a', 'b', 'r', 'c', 'd', 'e', 'f', 'g', 'nginx', 'apache']
 const LABELS: Record<Key, string> = {
   a: '(a) upstream direct',
   b: '(b) bare Fastify proxy, no auth',
+  r: '(r) raw node:http + undici, no auth',
   c: '(c) Portcullis, session cookie',
   d: '(d) Portcullis, bearer JWT',
   e: '(e) Portcullis, forward-auth check',
@@ -498,6 +499,10 @@ async function runBench(ctx: Ctx): Promise<number> {
   const profiles = new Map<Key, { profile: object; summary: ProfileSummary }>()
   const bare = await readyLine<{ port: number; versions: Record<string, string> }>(bareProc)
   const bareUrl = `http://127.0.0.1:${bare.port}`
+  // (r): Node's own ceiling for a proxy on this core (no Fastify, no auth, no log).
+  const rawProc = wanted('r') ? start('raw-proxy', process.execPath, [...tsx, join(HERE, 'servers/raw-proxy.ts'), upstream], { core: layout.servers, cwd: ROOT }) : null
+  if (rawProc !== null) procs.push(rawProc)
+  const rawUrl = rawProc === null ? '' : `http://127.0.0.1:${(await readyLine<{ port: number }>(rawProc)).port}`
   say(`servers     provider ${provider.issuer} (pid ${providerProc.pid}), echo ${upstream} (pid ${echoProc.pid}), bare proxy ${bareUrl} (pid ${bareProc.pid}), Portcullis ${main.url} (pid ${main.proc.pid})`)
 
   // A valid session through the real login form, and the access token inside it (for (d)).
@@ -541,6 +546,7 @@ async function runBench(ctx: Ctx): Promise<number> {
   }
   if (wanted('a') && (await expectStatus('a', `${upstream}/`, {}, 200))) targets.set('a', { url: `${upstream}/`, headers: constant({}), expect: 200 })
   if (wanted('b') && (await expectStatus('b', `${bareUrl}/`, {}, 200))) targets.set('b', { url: `${bareUrl}/`, headers: constant({}), expect: 200 })
+  if (wanted('r') && (await expectStatus('r', `${rawUrl}/`, {}, 200))) targets.set('r', { url: `${rawUrl}/`, headers: constant({}), expect: 200 })
   if (wanted('c') && (await expectStatus('c', `${main.url}/`, { cookie }, 200))) targets.set('c', { url: `${main.url}/`, headers: cookieHeaders, expect: 200 })
   if (wanted('d')) {
     if (accessToken === undefined) skip('d', 'could not read the access token from the session cookie')
@@ -792,6 +798,11 @@ async function runBench(ctx: Ctx): Promise<number> {
   check('(e) / (b) req/s >= 2', e && b ? e.rps.median / b.rps.median : null, 2, true)
   check('stretch: (c) / nginx req/s >= 0.5', c && ng ? c.rps.median / ng.rps.median : null, 0.5, true)
   say()
+  const r = summaries.get('r') ?? null
+  if (r !== null && b !== null && ap !== null) {
+    // What no Node proxy can beat on this core: how far 3x Apache is from Node's own ceiling.
+    say(`node ceiling (r) ${fmtRate(r.rps.median)} req/s = ${fmtRatio(r.rps.median / b.rps.median)} (b); 3x Apache would need ${fmtRate(3 * ap.rps.median)} req/s = ${fmtRatio((3 * ap.rps.median) / r.rps.median)} (r)`)
+  }
   say('targets (issue #4 point 6)')
   for (const t of targetsOut) {
     const off = t.value === null ? '' : `${((Math.abs(t.value - t.goal) / t.goal) * 100).toFixed(0)}%`

@@ -25,9 +25,6 @@ import { fastifyCookie } from '@fastify/cookie'
  *   6. attach the identity for the proxy step (`http/proxy.ts`)
  * Per-route allow rules (step 4 of DESIGN.md §3) come with a later issue.
  */
-/** The Cookie parser @fastify/cookie gives Fastify requests (the first of duplicate names wins). */
-const parseCookie = fastifyCookie.parse
-
 export const PATH_REJECTED = Symbol('portcullis.pathRejected')
 
 export function createPipeline(holder: RuntimeHolder) {
@@ -215,6 +212,9 @@ export async function endSession(rt: Runtime, request: FastifyRequest, reply: Fa
   await rt.sessions.clear(value)
   clearSessionCookies(rt, request, reply)
 }
+
+/** The Cookie parser @fastify/cookie gives Fastify requests (the first of duplicate names wins). */
+const parseCookie = fastifyCookie.parse
 
 /** The idle clock (`lastSeenAt`) moves at most this often. */
 export const IDLE_RENEW_MS = 60_000
