@@ -114,10 +114,11 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
   app.addHook('onRequest', createPipeline(holder))
-  const everyRequest = runtime.config.logging.requests
   app.addHook('onResponse', async (request, reply) => {
     // With `logging.requests: false` (an ingress in front already logs every request), only failures
-    // are written: the access line is a tenth of a proxied request's CPU (npm run bench).
+    // are written: the access line is a tenth of a proxied request's CPU (npm run bench). Read from
+    // the request's runtime, as the fast lane does, so a reload changes both alike.
+    const everyRequest = (request.portcullis?.runtime ?? holder.current).config.logging.requests
     if (everyRequest || reply.statusCode >= 500) logRequest(request, reply, request.portcullis?.error, request.portcullis?.logFields)
   })
 

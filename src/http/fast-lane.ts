@@ -128,9 +128,19 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
   }
 
   function failed(err: unknown, req: IncomingMessage, res: ServerResponse, path: string): void {
-    // A bug, not a request's fault: answer 500 (never a stack trace) and say so in the log.
-    logger.error({ err, path }, 'fast lane failed')
-    writeError(res, err, req.headers, requestIdOf(req.headers), {})
+    // A bug, not a request's fault: answer 500 (never a stack trace) unless an answer has begun, and
+    // say so in the log. Never throws: this runs in a promise's last catch.
+    const id = requestIdOf(req.headers)
+    logger.error({ err, path, reqId: id }, 'fast lane failed')
+    if (res.headersSent || res.writableEnded) {
+      res.destroy()
+      return
+    }
+    try {
+      writeError(res, err, req.headers, id, { 'x-request-id': id })
+    } catch {
+      res.destroy()
+    }
   }
 
   return {

@@ -105,15 +105,30 @@ export function createAccessWriter(logger: Logger): (entry: AccessEntry) => void
   const time = internals[pino.symbols.timeSym] as (() => string) | undefined
   const chindings = internals[pino.symbols.chindingsSym]
   const info = (logger.levels as { values: Record<string, number> } | undefined)?.values.info
-  if (stream === undefined || typeof time !== 'function' || typeof chindings !== 'string' || info === undefined) return (entry) => logAccess(logger, entry)
+  // Only for a plain destination and no per-line pino features (a multistream routes lines by the
+  // metadata pino records per line; a mixin, hooks, a log formatter or a message prefix would change
+  // the line).
+  const plain =
+    stream !== undefined &&
+    (stream as Record<symbol, unknown>)[pino.symbols.needsMetadataGsym] !== true &&
+    internals[pino.symbols.mixinSym] === undefined &&
+    // `msgPrefixSym` is exported by pino but missing from its type declarations.
+    internals[(pino.symbols as unknown as Record<string, symbol>).msgPrefixSym as symbol] === undefined &&
+    (internals[pino.symbols.hooksSym] as { logMethod?: unknown; streamWrite?: unknown } | undefined)?.logMethod === undefined &&
+    (internals[pino.symbols.hooksSym] as { streamWrite?: unknown } | undefined)?.streamWrite === undefined &&
+    (internals[pino.symbols.formattersSym] as { log?: unknown } | undefined)?.log === undefined &&
+    typeof time === 'function' &&
+    typeof chindings === 'string' &&
+    info !== undefined
+  if (!plain) return (entry) => logAccess(logger, entry)
   const head = `{"level":${info}`
   return (entry) => {
     if (entry.status >= 500 || entry.err !== undefined || Object.keys(entry).length !== STANDARD_FIELDS || !logger.isLevelEnabled('info')) {
       logAccess(logger, entry)
       return
     }
-    stream.write(
-      `${head}${time()}${chindings},"reqId":${JSON.stringify(entry.reqId)},"method":${JSON.stringify(entry.method)},"path":${JSON.stringify(entry.path)},"route":${JSON.stringify(entry.route)},"status":${entry.status},"durationMs":${entry.durationMs}${entry.sub === undefined ? '' : `,"sub":${JSON.stringify(entry.sub)}`},"msg":"request"}\n`,
+    ;(stream as { write(line: string): unknown }).write(
+      `${head}${(time as () => string)()}${chindings as string},"reqId":${JSON.stringify(entry.reqId)},"method":${JSON.stringify(entry.method)},"path":${JSON.stringify(entry.path)},"route":${JSON.stringify(entry.route)},"status":${entry.status},"durationMs":${entry.durationMs}${entry.sub === undefined ? '' : `,"sub":${JSON.stringify(entry.sub)}`},"msg":"request"}\n`,
     )
   }
 }

@@ -3,9 +3,10 @@ import type { FastifyReplyFromHooks } from '@fastify/reply-from'
 import httpProxy from '@fastify/http-proxy'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { ClientOptions } from 'ws'
-import { removeCookies } from '../policy/headers.ts'
+import { normalizeHeaderName, removeCookies } from '../policy/headers.ts'
 import type { RequestContext } from './context.ts'
-import { CLIENT_CLOSED, relay, type UpstreamPools } from './upstream.ts'
+import { CLIENT_CLOSED, relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
+import { PortcullisError } from '../errors.ts'
 import { logRequest } from './logging.ts'
 import type { Runtime } from '../runtime.ts'
 import type { Route } from '../policy/routes.ts'
@@ -26,7 +27,8 @@ export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingH
   if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
     for (const listed of connection.toLowerCase().split(',')) delete headers[listed.trim()]
   }
-  for (const name in headers) if (NOT_FORWARDED.has(name)) delete headers[name]
+  // Compared normalized (`X_Original_URL` is `X-Original-URL` to CGI, PHP and Symfony apps).
+  for (const name in headers) if (NOT_FORWARDED.has(normalizeHeaderName(name))) delete headers[name]
   const cookie = removeCookies(headers.cookie, rt.isOwnCookie)
   if (cookie === undefined) delete headers.cookie
   else headers.cookie = cookie
@@ -153,20 +155,30 @@ export function registerProxy(app: FastifyInstance, pools: UpstreamPools): void 
       // From here the raw response is written by `relay`; Fastify still runs the onResponse hook
       // (the access line) when it finishes.
       void reply.hijack()
-      relay(pools, { route, method: request.method, url: request.url, headers }, request.raw, reply.raw, own, (outcome) => {
+      const res = reply.raw
+      const done = (outcome: RelayOutcome): void => {
         if (outcome.logFields !== undefined) ctx.logFields = outcome.logFields
         if (outcome.error !== undefined) {
           ctx.error = outcome.error
-          writeError(reply.raw, outcome.error, request.headers, request.id, own)
+          writeError(res, outcome.error, request.headers, request.id, own)
         }
-        // A response cut off (the upstream broke off mid-body, or the client left) never finishes,
-        // so Fastify's onResponse hook will not write its access line: write it here.
-        const res = reply.raw
-        if (res.destroyed && !res.writableFinished) {
+        // A response that never finishes (cut off mid-body, or the client left) gets no access line
+        // from Fastify's onResponse hook, which waits for 'finish': write it here once it is closed.
+        if (res.writableFinished) return
+        const unfinished = (): void => {
+          if (res.writableFinished) return
           if (!res.headersSent) res.statusCode = CLIENT_CLOSED
           logRequest(request, reply, ctx.error, ctx.logFields)
         }
-      })
+        if (res.destroyed) unfinished()
+        else res.once('close', unfinished)
+      }
+      try {
+        relay(pools, { route, method: request.method, url: request.url, headers }, request.raw, res, own, done)
+      } catch (err) {
+        // The reply is hijacked: Fastify's error handler can no longer answer, so answer here.
+        done({ error: new PortcullisError('UPSTREAM_UNAVAILABLE', 'The application is not reachable right now.', { cause: err }), responded: false })
+      }
     },
     replyOptions: { getUpstream },
     wsClientOptions,

@@ -42,8 +42,11 @@ export class UpstreamPools {
 
 const TIMEOUT_CODES: ReadonlySet<string> = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
-/** Hop-by-hop response headers (RFC 9110 §7.6.1): they describe the upstream connection, not ours. */
-const HOP_BY_HOP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
+/**
+ * Hop-by-hop response headers (RFC 9110 §7.6.1): they describe the upstream connection, not ours.
+ * `Trailer` too: trailers are not relayed, so announcing them would be false.
+ */
+const HOP_BY_HOP_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer'])
 
 /** What to send upstream: `headers` were prepared by `upstreamHeaders` (`http/proxy.ts`). */
 export interface RelayRequest {
@@ -82,9 +85,11 @@ export function relay(
   const headers = target.headers
   headers.host = target.route.upstreamHost
   // undici frames the body itself; a client's Transfer-Encoding would be refused by it.
-  const chunked = headers['transfer-encoding'] !== undefined
   delete headers['transfer-encoding']
-  const hasBody = chunked || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+  // Whether there is a body comes from the request as received (its framing headers), not from the
+  // prepared copy: a client could name them in `Connection` to have them dropped from the copy.
+  const framing = req.headers
+  const hasBody = framing['transfer-encoding'] !== undefined || (framing['content-length'] !== undefined && framing['content-length'] !== '0')
   pools.get(target.route.upstreamOrigin).dispatch(
     {
       method: target.method as Dispatcher.HttpMethod,

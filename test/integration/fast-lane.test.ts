@@ -89,6 +89,32 @@ t.test('large bodies stream both ways with backpressure', async (t) => {
   t.equal(upstream.requests.at(-1)?.body.length, body.length, 'the upstream got every byte')
   t.equal(JSON.parse(res.body).body.length, body.length, 'and the client got its echo back')
   t.same(res.setCookies, [])
+  const listed = await request(`${proxy.url}/upload`, { method: 'POST', jar, body: 'a=1', headers: { 'content-type': 'text/plain', connection: 'content-length' } })
+  t.equal(listed.status, 200)
+  t.equal(upstream.requests.at(-1)?.body, 'a=1', 'naming Content-Length in Connection does not make the body vanish')
+})
+
+t.test('URL-rewrite headers never reach the upstream, in any spelling, in either lane', async (t) => {
+  const clock = fakeClock()
+  const { proxy, upstream } = await startStack(t, { runtime: { clock } })
+  const { jar } = await login({ proxyUrl: proxy.url })
+  const spoof: Array<[string, string]> = [
+    ['X-Original-URL', '/admin'],
+    ['X_Original_URL', '/admin'],
+    ['x_rewrite_url', '/admin'],
+    ['X_Forwarded_Prefix', '/admin'],
+    ['X-HTTP-Method-Override', 'DELETE'],
+    ['x_http_method_override', 'DELETE'],
+  ]
+  for (const lane of ['full pipeline', 'fast lane']) {
+    if (lane === 'full pipeline') clock.advance(61_000)
+    const res = await request(`${proxy.url}/page`, { headers: [...spoof, ['cookie', jar.header(`${proxy.url}/`)]] })
+    t.equal(res.status, 200)
+    jar.update(`${proxy.url}/`, res.setCookies)
+    const raw = upstream.requests.at(-1)?.rawHeaders ?? []
+    const names = raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase().replaceAll('_', '-'))
+    for (const [name] of spoof) t.notOk(names.includes(name.toLowerCase().replaceAll('_', '-')), `${lane}: no ${name}`)
+  }
 })
 
 t.test('upstream down in the fast lane: the same 502 page, a request id and an error line', async (t) => {

@@ -136,14 +136,33 @@ t.test('X-Original-URL: believed from trusted proxies only; public routes need n
     const spoofed = await check('https://app.example/public/page', { 'x-auth-request-user': 'mallory' })
     t.equal(spoofed.headers['x-auth-request-user'], '', 'a spoofed header is not echoed on a public route either')
     t.equal((await check('https://app.example/private')).status, 401, 'a protected route needs a session')
-    t.equal((await check('https://app.example/public/../private')).status, 401, 'dot segments resolved before matching')
     t.equal((await check('https://app.example/publicity')).status, 401, 'prefixes match on segment boundaries')
     t.equal((await check('https://app.example/public%2F..%2Fprivate')).status, 403, 'an encoded separator is refused with 403')
     t.equal((await check('not a url')).status, 403, 'an unparsable original URL is refused with 403')
+    t.equal((await check('https://app.example/private/x\\..\\..\\public/')).status, 403, 'backslashes are refused, not turned into slashes')
+    t.equal((await check('https://user@app.example/public/page')).status, 403, 'userinfo in the authority is refused')
+    t.equal((await check('https://app.example/private/%2e%2e/public/x')).status, 401, 'a path that normalizes to a public one is not public: the app reads it as written')
+    t.equal((await check('https://app.example//public/x')).status, 401, 'duplicate slashes: the same')
+    t.equal((await check('https://app.example/public/../private')).status, 401, 'dot segments resolving into a protected route: a session is required')
     const { jar } = await login({ proxyUrl: proxy.url })
     const withSession = await request(`${proxy.url}/oauth2/auth`, { jar, headers: { 'x-original-url': 'https://app.example/private' } })
     t.equal(withSession.status, 200)
     t.equal(withSession.headers['x-auth-request-user'], alice.id)
+  })
+  await t.test('a public host is matched on the host as written', async (t) => {
+    const { proxy } = await startStack(t, {
+      overrides: ({ upstream }) => ({
+        server: { trustedProxies: ['127.0.0.1/32'] },
+        routes: [
+          { match: { pathPrefix: '/' }, upstream },
+          { match: { host: 'public.example', pathPrefix: '/' }, upstream, public: true },
+        ],
+      }),
+    })
+    const check = (original: string) => request(`${proxy.url}/oauth2/auth`, { headers: { 'x-original-url': original } })
+    t.equal((await check('https://public.example/x')).status, 200)
+    t.equal((await check('https://PUBLIC.example./x')).status, 200, 'case and a trailing dot do not matter for a host')
+    t.equal((await check('https://pub%6cic.example/x')).status, 401, 'a percent-encoded host is not decoded into the public one')
   })
   await t.test('untrusted peer (trustedProxies empty)', async (t) => {
     const { proxy } = await startStack(t, { overrides: ({ upstream }) => ({ routes: routes(upstream) }) })

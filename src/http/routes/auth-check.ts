@@ -85,20 +85,26 @@ const PAIRS = new WeakMap<object, { readonly rt: Runtime; readonly pairs: readon
 /**
  * The route of the request being checked, from `X-Original-URL` (absolute, as ingress-nginx sends
  * it) when a trusted proxy sent it; null when there is none to go by (then a session is required);
- * 'invalid' when its path cannot be normalized safely.
+ * 'invalid' when it is not a plain absolute http(s) URL or its path cannot be normalized safely.
+ * The authority and path are taken from the header as written, not through `new URL()`: a URL parser
+ * turns `\` into `/`, resolves dot segments and decodes the host, so `/private/x\..\..\public/`
+ * would match a public route while nginx sends it to the app as it is. Userinfo (`a@host`) and
+ * anything `normalizePath` refuses make it invalid; a path that normalization would change is matched
+ * to no route (a session is required).
  */
 export function originalRoute(rt: Runtime, headers: IncomingHttpHeaders, peer: string): Route | null | 'invalid' {
   const given = headers['x-original-url']
   if (typeof given !== 'string' || !rt.isTrustedProxy(peer)) return null
-  let url: URL
-  try {
-    url = new URL(given)
-  } catch {
-    return 'invalid'
-  }
-  // The raw path as sent (URL parsing already resolved dot segments; normalizePath refuses the
-  // encoded forms it must not decode).
-  const path = normalizePath(url.pathname)
+  const m = ORIGINAL_URL.exec(given)
+  if (m === null) return 'invalid'
+  const raw = m[2] ?? '/'
+  const path = normalizePath(raw)
   if (path === null) return 'invalid'
-  return rt.routes.match(url.host, path)
+  // The app behind the ingress gets the path as written. One that normalizes to something else
+  // (`/private/%2e%2e/public`) may be read either way there, so it is no public route's: the
+  // check then asks for a session, whatever route the normalized form would match.
+  if (path !== raw) return null
+  return rt.routes.match(m[1] as string, path)
 }
+/** scheme://authority[/path][?query][#fragment]; the authority without userinfo, `\` or spaces. */
+const ORIGINAL_URL = /^https?:\/\/([^/?#@\\\s]+)(\/[^?#]*)?(?:[?#].*)?$/i

@@ -62,3 +62,29 @@ t.test('a level above info writes no access line', async (t) => {
   await new Promise((resolve) => setImmediate(resolve))
   t.same(lines, [])
 })
+
+t.test('the hand-built path is taken for a plain logger, and pino for one with per-line features', async (t) => {
+  const plain = capture()
+  let calls = 0
+  const info = plain.logger.info.bind(plain.logger)
+  plain.logger.info = ((...args: Parameters<typeof info>) => {
+    calls++
+    return info(...args)
+  }) as typeof info
+  createAccessWriter(plain.logger)(ENTRIES[0]![1])
+  t.equal(calls, 0, 'pino.info not called: the line was built here')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(plain.lines.length, 1)
+
+  const lines: string[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString('utf8').trim())
+      cb()
+    },
+  })
+  const mixed = pino({ ...loggerOptions('info'), mixin: () => ({ zone: 'eu' }) }, sink)
+  createAccessWriter(mixed)(ENTRIES[0]![1])
+  await new Promise((resolve) => setImmediate(resolve))
+  t.match(JSON.parse(lines[0] ?? '{}'), { zone: 'eu', route: 'route-0' }, 'with a mixin the line goes through pino')
+})
