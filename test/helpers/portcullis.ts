@@ -14,9 +14,9 @@ import type { Config } from '../../src/config/types.ts'
 import { startTestProvider, type ProviderOptions, type RunningProvider } from './provider.ts'
 import { startTestUpstream, type EchoUpstream } from './upstream.ts'
 import { configFor } from './config.ts'
-import { reservePort } from './ports.ts'
+import { holdPort } from './ports.ts'
 
-export { reservePort } from './ports.ts'
+export { holdPort, reservePort } from './ports.ts'
 
 export interface RunningPortcullis {
   url: string
@@ -77,7 +77,10 @@ export interface StackOptions {
 }
 
 export async function startStack(t: Test, opts: StackOptions = {}): Promise<Stack> {
-  const port = await reservePort()
+  // Held until Portcullis listens: the provider and the upstream bind port 0 meanwhile and could be
+  // given a port that was merely reserved and released.
+  const held = await holdPort()
+  const port = held.port
   const publicUrl = `http://127.0.0.1:${port}`
   const clientId = 'portcullis-test'
   const clientSecret = 'test-client-secret-that-is-long-enough'
@@ -99,6 +102,7 @@ export async function startStack(t: Test, opts: StackOptions = {}): Promise<Stac
   const overrides =
     typeof opts.overrides === 'function' ? opts.overrides({ issuer: provider.issuer, upstream: upstream.url, publicUrl }) : (opts.overrides ?? {})
   const config = configFor({ issuer: provider.issuer, clientId, clientSecret, upstream: upstream.url, publicUrl, overrides })
+  await held.release()
   const proxy = await startPortcullis(t, config, { port, ...opts.runtime })
   if (opts.waitReady !== false) await proxy.runtime.provider.whenReady()
   return { provider, upstream, proxy, config, clientId, clientSecret }

@@ -7,8 +7,8 @@
  */
 import t from 'tap'
 import { createServer, get as httpGet } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { reservePort, startStack } from '../helpers/portcullis.ts'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { startStack } from '../helpers/portcullis.ts'
 import { login } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
 import { fakeClock } from '../helpers/clock.ts'
@@ -118,12 +118,17 @@ t.test('URL-rewrite headers never reach the upstream, in any spelling, in either
 })
 
 t.test('upstream down in the fast lane: the same 502 page, a request id and an error line', async (t) => {
-  const closedPort = await reservePort() // reserved, then released: nothing listens there
+  // An application that is down: it takes each connection and drops it at once (a port kept bound,
+  // so no other server in the test can be given it).
+  const dropper = createNetServer((socket) => socket.destroy())
+  await new Promise<void>((resolve) => dropper.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => dropper.close(() => resolve())))
+  const downPort = (dropper.address() as AddressInfo).port
   const { proxy } = await startStack(t, {
     overrides: ({ upstream }) => ({
       routes: [
         { match: { pathPrefix: '/' }, upstream },
-        { match: { pathPrefix: '/down' }, upstream: `http://127.0.0.1:${closedPort}` },
+        { match: { pathPrefix: '/down' }, upstream: `http://127.0.0.1:${downPort}` },
       ],
     }),
   })
