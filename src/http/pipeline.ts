@@ -24,6 +24,10 @@ import { fastifyCookie } from '@fastify/cookie'
  *   5. no session: browser navigation → 302 to {prefix}/start; anything else → 401 JSON
  *   6. attach the identity for the proxy step (`http/proxy.ts`)
  * Per-route allow rules (step 4 of DESIGN.md §3) come with a later issue.
+ *
+ * The fast lane (`http/fast-lane.ts`) answers requests this pipeline would only forward, before
+ * Fastify, through `admit` below: a new step that can refuse a request or write to the response must
+ * make `admit` decline such requests too, or the fast lane would skip it.
  */
 export const PATH_REJECTED = Symbol('portcullis.pathRejected')
 
