@@ -19,44 +19,16 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ "$(id -u)" -eq 0 ]; then
-  SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-  SUDO=(sudo)
-else
-  SUDO=(false)
-fi
-
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-bench-peers: all installed (${PACKAGES[*]}); nothing to do"
 else
-  if [ "${SUDO[0]:-}" = false ]; then
-    echo "install-bench-peers: missing ${missing[*]}, and this is not root and there is no sudo; install them by hand" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  echo "install-bench-peers: missing ${missing[*]}; running apt-get update"
-  "${SUDO[@]}" apt-get update
-  echo "install-bench-peers: installing ${missing[*]} (apt-get install -y --no-install-recommends)"
-  # policy-rc.d 101 keeps the packages' maintainer scripts from starting the services (containers
-  # without systemd, and machines where port 80 is taken); removed again afterwards.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [ ! -e "$policy" ] && [ "$(id -u)" -eq 0 ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    created_policy=1
-  fi
-  status=0
-  "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}" || status=$?
-  if [ "$created_policy" -eq 1 ]; then rm -f "$policy"; fi
-  if [ "$status" -ne 0 ]; then
-    echo "install-bench-peers: apt-get install failed (exit $status)" >&2
-    exit "$status"
-  fi
+  . "$(dirname "$0")/lib/apt-install.sh"
+  apt_install install-bench-peers "${missing[@]}"
 fi
 
 # Stop the distribution services if they were started anyway (they are not used by the bench).
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
 for svc in nginx apache2; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     "${SUDO[@]}" systemctl stop "$svc" || true

@@ -15,35 +15,8 @@ if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-  SUDO=(sudo)
-else
-  echo "install-system-deps: missing ${missing[*]}, this is not root and there is no sudo; install the Debian packages by hand" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-echo "install-system-deps: missing ${missing[*]}; running apt-get update"
-"${SUDO[@]}" apt-get update
-echo "install-system-deps: apt-get install -y --no-install-recommends ${missing[*]}"
-# policy-rc.d 101 keeps nginx's maintainer scripts from starting the system service (containers without
-# systemd, machines where port 80 is taken); the test runs its own nginx. Removed again afterwards.
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ] && [ "$(id -u)" -eq 0 ]; then
-  printf '#!/bin/sh\nexit 101\n' >"$policy"
-  chmod +x "$policy"
-  created_policy=1
-fi
-status=0
-"${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}" || status=$?
-if [ "$created_policy" -eq 1 ]; then rm -f "$policy"; fi
-if [ "$status" -ne 0 ]; then
-  echo "install-system-deps: apt-get install failed (exit $status)" >&2
-  exit "$status"
-fi
+. "$(dirname "$0")/lib/apt-install.sh"
+apt_install install-system-deps "${missing[@]}"
 
 for bin in /usr/bin/chromium /usr/sbin/nginx; do
   if [ ! -x "$bin" ]; then

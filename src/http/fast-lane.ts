@@ -87,7 +87,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
         path,
         route: route.id,
         status,
-        durationMs: Math.round((performance.now() - started) * 100) / 100,
+        durationMs: elapsedMs(started),
         sub: session?.sub,
         ...(outcome.error === undefined ? {} : { err: outcome.error }),
         ...outcome.logFields,
@@ -107,7 +107,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
       path,
       route: CHECK_LABEL,
       status: 200,
-      durationMs: Math.round((performance.now() - started) * 100) / 100,
+      durationMs: elapsedMs(started),
       sub: session?.sub,
     })
   }
@@ -177,3 +177,8 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
 }
 
 const SLASH = 0x2f
+
+/** Milliseconds since `started` (performance.now()), to two decimals, for the access line. */
+function elapsedMs(started: number): number {
+  return Math.round((performance.now() - started) * 100) / 100
+}

@@ -4,6 +4,7 @@ import { stripHeaders } from '../policy/headers.ts'
 import { readSessionCookie } from './credentials.ts'
 import { clearSessionCookies, setSessionCookies } from './cookies.ts'
 import { isBrowserNavigation } from './negotiate.ts'
+import { sendUnauthenticated } from './errors.ts'
 import type { RequestContext, RuntimeHolder } from './context.ts'
 import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
 import type { Runtime } from '../runtime.ts'
@@ -79,12 +80,7 @@ export function createPipeline(holder: RuntimeHolder) {
       await reply.code(302).header('location', start.href).header('cache-control', 'no-store').send()
       return
     }
-    await reply
-      .code(401)
-      .header('www-authenticate', `Bearer realm="${rt.publicUrl.host}"`)
-      .header('cache-control', 'no-store')
-      .type('application/json; charset=utf-8')
-      .send({ error: 'UNAUTHENTICATED', message: 'Authentication required.', requestId: request.id })
+    await sendUnauthenticated(request, reply, rt.publicUrl.host)
   }
 }
 

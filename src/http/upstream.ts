@@ -155,21 +155,26 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return true // 1xx informational: not relayed
     this.#resume = resume
     const own = this.#own
+    // One pass over the raw pairs; the names the upstream listed in `Connection` are hop-by-hop too
+    // (RFC 9110 §7.6.1), and are taken out afterwards in the rare case there are any.
+    let out: string[] = []
     let listed: Set<string> | null = null
-    for (let i = 0; i < raw.length; i += 2) {
-      if ((raw[i] as Buffer).length === 10 && (raw[i] as Buffer).toString('latin1').toLowerCase() === 'connection') {
-        // Headers the upstream listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
-        const value = (raw[i + 1] as Buffer).toString('latin1').toLowerCase()
-        if (value !== 'keep-alive' && value !== 'close') listed = new Set(value.split(',').map((v) => v.trim()))
-      }
-    }
-    const out: string[] = []
     for (let i = 0; i < raw.length; i += 2) {
       const name = (raw[i] as Buffer).toString('latin1')
       const lower = name.toLowerCase()
-      if (HOP_BY_HOP_RESPONSE.has(lower) || listed?.has(lower) === true) continue
+      if (lower === 'connection') {
+        const value = (raw[i + 1] as Buffer).toString('latin1').toLowerCase()
+        if (value !== 'keep-alive' && value !== 'close') listed = new Set(value.split(',').map((v) => v.trim()))
+        continue
+      }
+      if (HOP_BY_HOP_RESPONSE.has(lower)) continue
       if (lower !== 'set-cookie' && own[lower] !== undefined) continue
       out.push(name, (raw[i + 1] as Buffer).toString('latin1'))
+    }
+    if (listed !== null) {
+      const kept: string[] = []
+      for (let i = 0; i < out.length; i += 2) if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string)
+      out = kept
     }
     for (const name in own) {
       const value = own[name] as string | readonly string[]

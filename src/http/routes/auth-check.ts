@@ -6,6 +6,7 @@ import type { Session } from '../../session/model.ts'
 import type { Runtime } from '../../runtime.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { authenticate, freshen } from '../pipeline.ts'
+import { sendUnauthenticated } from '../errors.ts'
 
 /**
  * GET {prefix}/auth: the forward-auth check for the nginx family (ingress-nginx `auth-url`, plain
@@ -27,7 +28,13 @@ export function registerAuthCheck(app: FastifyInstance, holder: RuntimeHolder): 
   app.get(`${holder.current.prefix}/auth`, { config: { kind: 'auth', label: CHECK_LABEL } }, async (request, reply) => {
     const rt = request.portcullis.runtime
     const original = originalRoute(rt, request.headers, request.socket.remoteAddress ?? '')
-    if (original === 'invalid') return reply.code(403).headers(DENY_HEADERS).send(denial('FORBIDDEN', 'The original URL is not valid.', request.id))
+    if (original === 'invalid') {
+      return reply
+        .code(403)
+        .header('cache-control', 'no-store')
+        .type('application/json; charset=utf-8')
+        .send({ error: 'FORBIDDEN', message: 'The original URL is not valid.', requestId: request.id })
+    }
     if (original?.public === true) return reply.code(200).headers(allowHeaders(rt, null)).send()
     let session: Session | null = null
     try {
@@ -38,23 +45,11 @@ export function registerAuthCheck(app: FastifyInstance, holder: RuntimeHolder): 
       // only takes 200/401/403, so this is a refusal; the sign-in page then explains the outage.
       request.portcullis.error = err
     }
-    if (session === null) {
-      return reply
-        .code(401)
-        .headers(DENY_HEADERS)
-        .header('www-authenticate', `Bearer realm="${rt.publicUrl.host}"`)
-        .send(denial('UNAUTHENTICATED', 'Authentication required.', request.id))
-    }
+    if (session === null) return sendUnauthenticated(request, reply, rt.publicUrl.host)
     request.portcullis.session = session
     request.portcullis.identity = { sub: session.sub, claims: session.claims }
     return reply.code(200).headers(allowHeaders(rt, session)).send()
   })
-}
-
-const DENY_HEADERS = { 'cache-control': 'no-store', 'content-type': 'application/json; charset=utf-8' } as const
-
-function denial(error: string, message: string, requestId: string): string {
-  return JSON.stringify({ error, message, requestId })
 }
 
 /**
