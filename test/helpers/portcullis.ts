@@ -14,9 +14,9 @@ import type { Config } from '../../src/config/types.ts'
 import { startTestProvider, type ProviderOptions, type RunningProvider } from './provider.ts'
 import { startTestUpstream, type EchoUpstream } from './upstream.ts'
 import { configFor } from './config.ts'
-import { holdPort } from './ports.ts'
+import { releaseHeldPort, reserveHeldPort } from './ports.ts'
 
-export { holdPort, reservePort } from './ports.ts'
+export { holdPort, releaseHeldPort, reserveHeldPort, reservePort } from './ports.ts'
 
 export interface RunningPortcullis {
   url: string
@@ -50,6 +50,7 @@ export async function startPortcullis(t: Test, config: Config, deps: RuntimeDeps
   const runtime = createRuntime(config, { retry: { initialMs: 50, maxMs: 400 }, ...deps })
   const app = buildApp(runtime, { logger, upstreamTimeoutMs: deps.upstreamTimeoutMs })
   const port = deps.port ?? Number(new URL(config.server.publicUrl).port)
+  await releaseHeldPort(port)
   await app.fastify.listen({ host: '127.0.0.1', port })
   t.teardown(async () => {
     await app.fastify.close()
@@ -79,8 +80,7 @@ export interface StackOptions {
 export async function startStack(t: Test, opts: StackOptions = {}): Promise<Stack> {
   // Held until Portcullis listens: the provider and the upstream bind port 0 meanwhile and could be
   // given a port that was merely reserved and released.
-  const held = await holdPort()
-  const port = held.port
+  const port = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${port}`
   const clientId = 'portcullis-test'
   const clientSecret = 'test-client-secret-that-is-long-enough'
@@ -102,7 +102,6 @@ export async function startStack(t: Test, opts: StackOptions = {}): Promise<Stac
   const overrides =
     typeof opts.overrides === 'function' ? opts.overrides({ issuer: provider.issuer, upstream: upstream.url, publicUrl }) : (opts.overrides ?? {})
   const config = configFor({ issuer: provider.issuer, clientId, clientSecret, upstream: upstream.url, publicUrl, overrides })
-  await held.release()
   const proxy = await startPortcullis(t, config, { port, ...opts.runtime })
   if (opts.waitReady !== false) await proxy.runtime.provider.whenReady()
   return { provider, upstream, proxy, config, clientId, clientSecret }

@@ -21,8 +21,29 @@ export function holdPort(): Promise<{ port: number; release: () => Promise<void>
     const srv = createServer()
     srv.once('error', reject)
     srv.listen(0, '127.0.0.1', () => {
+      srv.unref() // a port never released (a test that failed early) must not keep the process alive
       const port = (srv.address() as { port: number }).port
       resolve({ port, release: () => new Promise<void>((done) => srv.close(() => done())) })
     })
   })
+}
+
+const heldPorts = new Map<number, () => Promise<void>>()
+
+/**
+ * A port for an in-process Portcullis whose URL must be known before it starts (the provider's
+ * redirect URIs): kept bound until `startPortcullis` releases it right before it listens, so servers
+ * that listen on port 0 meanwhile (provider, upstream) cannot be given it.
+ */
+export async function reserveHeldPort(): Promise<number> {
+  const { port, release } = await holdPort()
+  heldPorts.set(port, release)
+  return port
+}
+
+/** Release a port from `reserveHeldPort` (no-op for any other port). */
+export async function releaseHeldPort(port: number): Promise<void> {
+  const release = heldPorts.get(port)
+  heldPorts.delete(port)
+  await release?.()
 }

@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import type { Test } from 'tap'
 import type { JWTPayload } from 'jose'
-import { startStack, startPortcullis, reservePort, type RunningPortcullis } from '../helpers/portcullis.ts'
+import { reserveHeldPort, startPortcullis, startStack, type RunningPortcullis } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS, parseForm, submitForm } from '../helpers/login.ts'
 import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
 import { DEMO_USERS, PROVIDER_ROUTES } from '../helpers/provider.ts'
@@ -167,7 +167,7 @@ interface BadSetup {
 }
 
 async function setup(t: Test): Promise<BadSetup> {
-  const port = await reservePort()
+  const port = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${port}`
   const bad = await startBadProvider(t, {
     defect: 'none',

@@ -15,7 +15,7 @@ import type { Test } from 'tap'
 import { configFor } from '../helpers/config.ts'
 import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
 import { authorizeUntilCallback, login, NAVIGATION_HEADERS } from '../helpers/login.ts'
-import { reservePort, startPortcullis, startStack, type Stack } from '../helpers/portcullis.ts'
+import { reserveHeldPort, startPortcullis, startStack, type Stack } from '../helpers/portcullis.ts'
 import { startTestProvider, type RunningProvider } from '../helpers/provider.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
 
@@ -340,7 +340,7 @@ t.test('callbacks that do not belong to a live login of this browser: 400, no se
 })
 
 t.test('a callback for an expired transaction (fake clock, 11 minutes later): 400', async (t) => {
-  const port = await reservePort()
+  const port = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${port}`
   const clientId = 'portcullis-clock'
   const clientSecret = 'clock-client-secret-long-enough-0123'

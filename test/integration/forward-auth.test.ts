@@ -7,7 +7,7 @@
  * tests cover each and compare them. Behind a real nginx: test/system/nginx-auth-request.test.ts.
  */
 import t from 'tap'
-import { holdPort, reservePort, startPortcullis, startStack } from '../helpers/portcullis.ts'
+import { reserveHeldPort, reservePort, startPortcullis, startStack } from '../helpers/portcullis.ts'
 import { configFor } from '../helpers/config.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
 import { login } from '../helpers/login.ts'
@@ -175,12 +175,10 @@ t.test('X-Original-URL: believed from trusted proxies only; public routes need n
 
 t.test('provider unreachable: still only 401 (nginx would turn a 503 into a 500)', async (t) => {
   const providerPort = await reservePort() // reserved and released: no provider there
-  const proxyHeld = await holdPort()
-  const proxyPort = proxyHeld.port
+  const proxyPort = await reserveHeldPort()
   const upstream = await startTestUpstream(t)
   const publicUrl = `http://127.0.0.1:${proxyPort}`
   const config = configFor({ issuer: `http://127.0.0.1:${providerPort}`, clientId: 'c', clientSecret: 'outage-client-secret-long-enough', upstream: upstream.url, publicUrl })
-  await proxyHeld.release()
   const proxy = await startPortcullis(t, config, { port: proxyPort })
   t.equal((await request(`${proxy.url}/app`, { headers: { accept: 'application/json' } })).status, 503, 'a proxied route says 503')
   const res = await request(`${proxy.url}/oauth2/auth`, { headers: { accept: 'application/json' } })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { reservePort, startPortcullis } from '../helpers/portcullis.ts'
+import { reserveHeldPort, reservePort, startPortcullis } from '../helpers/portcullis.ts'
 import { configFor } from '../helpers/config.ts'
 import { startTestProvider } from '../helpers/provider.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
@@ -10,7 +10,7 @@ import { eventually } from '../helpers/wait.ts'
 
 t.test('provider down at start: Portcullis starts, says 503, and recovers by itself', async (t) => {
   const providerPort = await reservePort()
-  const proxyPort = await reservePort()
+  const proxyPort = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${proxyPort}`
   const upstream = await startTestUpstream(t)
   const clientId = 'outage-client'

@@ -17,7 +17,7 @@ import { startBadProvider, type BadProvider, type BadProviderOptions, type Defec
 import { configFor } from '../helpers/config.ts'
 import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
 import { NAVIGATION_HEADERS } from '../helpers/login.ts'
-import { reservePort, startPortcullis, type RunningPortcullis } from '../helpers/portcullis.ts'
+import { reserveHeldPort, startPortcullis, type RunningPortcullis } from '../helpers/portcullis.ts'
 import { startTestUpstream, type EchoUpstream } from '../helpers/upstream.ts'
 import type { ErrorCode, PortcullisError } from '../../src/errors.ts'
 
@@ -88,7 +88,7 @@ async function setup(
   defect: Defect,
   opts: Partial<BadProviderOptions> & { waitReady?: boolean; onProviderError?: (err: PortcullisError) => void } = {},
 ): Promise<Setup> {
-  const port = await reservePort()
+  const port = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${port}`
   const bad = await startBadProvider(t, {
     defect,

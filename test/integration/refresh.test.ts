@@ -13,7 +13,7 @@
  */
 import t, { type Test } from 'tap'
 import { decodeProtectedHeader } from 'jose'
-import { startPortcullis, startStack, reservePort, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
+import { reserveHeldPort, startPortcullis, startStack, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { CookieJar, request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { configFor } from '../helpers/config.ts'
@@ -142,7 +142,7 @@ interface BadSetup {
 }
 
 async function badStack(t: Test, opts: Partial<BadProviderOptions> = {}): Promise<BadSetup> {
-  const port = await reservePort()
+  const port = await reserveHeldPort()
   const url = `http://127.0.0.1:${port}`
   const bad = await startBadProvider(t, { defect: 'none', redirectUri: `${url}/oauth2/callback`, clientId: BAD_CLIENT_ID, clientSecret: BAD_CLIENT_SECRET, ...opts })
   const upstream = await startTestUpstream(t)
@@ -271,7 +271,7 @@ t.test('rotation: the session holds the rotated refresh token; the old cookie ri
 
 t.test('invalid_grant ends the session: the old cookie refreshed on a second instance replays a rotated-away token', async (t) => {
   const { proxy: a, provider, upstream, config, clock: clockA, clientId, clientSecret } = await clockStack(t)
-  const portB = await reservePort()
+  const portB = await reserveHeldPort()
   const configB = configFor({ issuer: provider.issuer, clientId, clientSecret, upstream: upstream.url, publicUrl: `http://127.0.0.1:${portB}` })
   t.same(configB.session.secrets, config.session.secrets, 'B has the same secrets')
   const clockB = fakeClock()

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import http from 'node:http'
 import Fastify from 'fastify'
 import fastifyCookie from '@fastify/cookie'
-import { startPortcullis, startStack, reservePort, type Stack } from '../helpers/portcullis.ts'
+import { reserveHeldPort, startPortcullis, startStack, type Stack } from '../helpers/portcullis.ts'
 import { authorizeUntilCallback, login, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { CookieJar, request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { configFor, TEST_SECRET } from '../helpers/config.ts'
@@ -278,7 +278,7 @@ t.test('key rotation: [A] → [B, A] re-seals with B; [B] opens the new value; [
   const stack = await startStack(t)
   const { value } = await loggedIn(stack)
   const sibling = async (secrets: string[]) => {
-    const port = await reservePort()
+    const port = await reserveHeldPort()
     const config = configFor({
       issuer: stack.provider.issuer,
       clientId: stack.clientId,

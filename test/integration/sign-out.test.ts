@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import type { Test } from 'tap'
 import { decodeJwt } from 'jose'
-import { startStack, startPortcullis, reservePort, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
+import { reserveHeldPort, startPortcullis, startStack, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS, parseForm, submitForm } from '../helpers/login.ts'
 import { CookieJar, request, type TestResponse, parseSetCookie, type SetCookie } from '../helpers/http.ts'
 import { DEMO_USERS, PROVIDER_ROUTES } from '../helpers/provider.ts'
@@ -338,7 +338,7 @@ interface BadSetup {
 }
 
 async function startWithoutEndSession(t: Test, session: Record<string, unknown> = {}): Promise<BadSetup> {
-  const port = await reservePort()
+  const port = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${port}`
   const bad = await startBadProvider(t, {
     defect: 'none',

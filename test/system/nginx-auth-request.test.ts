@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { holdPort, startPortcullis } from '../helpers/portcullis.ts'
+import { releaseHeldPort, reserveHeldPort, startPortcullis } from '../helpers/portcullis.ts'
 import { configFor } from '../helpers/config.ts'
 import { startTestProvider, DEMO_USERS } from '../helpers/provider.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
@@ -106,8 +106,7 @@ async function startNginx(t: Test, port: number, portcullis: number, app: number
 
 t.test('ingress-nginx style auth_request in front of an app', async (t) => {
   // Held until nginx and Portcullis listen: the provider and the app bind port 0 meanwhile.
-  const [nginxHeld, proxyHeld] = [await holdPort(), await holdPort()]
-  const [nginxPort, proxyPort] = [nginxHeld.port, proxyHeld.port]
+  const [nginxPort, proxyPort] = [await reserveHeldPort(), await reserveHeldPort()]
   const publicUrl = `http://127.0.0.1:${nginxPort}`
   const clientId = 'nginx-forward-auth'
   const clientSecret = 'nginx-forward-auth-secret-long-enough'
@@ -131,10 +130,9 @@ t.test('ingress-nginx style auth_request in front of an app', async (t) => {
     },
   })
   const clock = fakeClock()
-  await proxyHeld.release()
   const proxy = await startPortcullis(t, config, { port: proxyPort, clock })
   await proxy.runtime.provider.whenReady()
-  await nginxHeld.release()
+  await releaseHeldPort(nginxPort)
   if (!(await startNginx(t, nginxPort, proxyPort, app.port))) return
 
   const anon = await request(`${publicUrl}/reports?q=1`, { headers: NAVIGATION_HEADERS })
