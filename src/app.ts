@@ -5,11 +5,15 @@ import fastifyCookie from '@fastify/cookie'
 import { pino, type Logger, type LoggerOptions } from 'pino'
 import type { Runtime } from './runtime.ts'
 import { PortcullisError } from './errors.ts'
-import { normalizePath } from './policy/path.ts'
+import { normalizeTarget } from './http/facts.ts'
 import { requestIdOf, type RequestContext, type RuntimeHolder } from './http/context.ts'
-import { createFastLane, OwnPaths } from './http/fast-lane.ts'
+import { createFastLane, OwnPaths, PROXIED_METHODS } from './http/fast-lane.ts'
+import { createFastifyLane, PATH_REJECTED } from './http/fastify-lane.ts'
 import { UpstreamPools } from './http/upstream.ts'
-import { createPipeline, PATH_REJECTED } from './http/pipeline.ts'
+import { decide as pipelineDecide, type Decide } from './http/pipeline.ts'
+import { createTunnels, type Tunnels } from './http/tunnel.ts'
+import { trackConnections, type ConnectionTracker } from './http/drain.ts'
+import { expectsContinue, markExpectsContinue } from './http/execute.ts'
 import { registerStart } from './http/routes/start.ts'
 import { registerCallback } from './http/routes/callback.ts'
 import { registerSignOut } from './http/routes/sign-out.ts'
@@ -33,31 +37,62 @@ export interface AppOptions {
   readonly logger?: Logger | LoggerOptions
   /** Overrides `server.upstreamTimeout` (tests). */
   readonly upstreamTimeoutMs?: number
+  /**
+   * The pipeline's decision function. Tests give another one to show that neither lane decides
+   * anything of its own; nothing else should.
+   */
+  readonly decide?: Decide
+  /** Answer in the fast lane (default true); false sends every request through Fastify (tests). */
+  readonly fastLane?: boolean
+  /** How often open WebSockets' sessions are checked, in ms (default 15 s; at most 30 s). */
+  readonly tunnelCheckMs?: number
 }
 
 export interface App {
   readonly fastify: FastifyInstance
   /** Swap in a new runtime (reload); in-flight requests keep theirs. The auth prefix cannot change. */
   swap(next: Runtime): void
+  /** Open WebSockets, and their session check (tests run it instead of waiting for the timer). */
+  readonly tunnels: Pick<Tunnels, 'size' | 'sweep'>
+  /**
+   * Drain and close: stop accepting, close idle connections at once, let requests in flight finish
+   * (each with `Connection: close`), close WebSockets with 1001; whatever is still open after
+   * `timeoutMs` is cut. Resolves when everything is closed.
+   */
+  drain(timeoutMs: number): Promise<{ readonly cut: number }>
 }
 
-const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 const REJECTED_TARGET = '/__portcullis/rejected'
 
 export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   const holder: RuntimeHolder = { current: runtime }
   const given = opts.logger ?? loggerOptions(runtime.config.logging.level)
   const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
-  const pools = new UpstreamPools(opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout)
+  const timeoutMs = opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout
+  const pools = new UpstreamPools(timeoutMs)
   const ownPaths = new OwnPaths()
-  const lane = createFastLane({ holder, pools, logger, ownPaths })
+  const decide = opts.decide ?? pipelineDecide
+  const lane = createFastLane({ holder, pools, logger, ownPaths, decide })
+  const fastifyLane = createFastifyLane({ holder, pools, decide })
+  const tunnels = createTunnels({ holder, logger, decide, ownPaths, timeoutMs, checkEveryMs: Math.min(opts.tunnelCheckMs ?? 15_000, 30_000) })
+  let connections: ConnectionTracker | null = null
   const app: FastifyInstance = Fastify({
-    // Proxied requests that need nothing but forwarding are answered before Fastify (`http/fast-lane.ts`);
-    // the server is otherwise the one Fastify would create (its timeouts applied the same way).
+    // Proxied requests and the forward-auth check are answered before Fastify (`http/fast-lane.ts`),
+    // WebSocket upgrades at the socket level (`http/tunnel.ts`); the server is otherwise the one
+    // Fastify would create (its timeouts applied the same way).
     serverFactory: (handler, given) => {
       // Fastify passes its resolved options (defaults filled in); its types leave them loosely typed.
       const options = given as { http?: ServerOptions | null; keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number; maxRequestsPerSocket?: number }
-      const server = createServer(options.http ?? {}, lane.wrap(handler))
+      const listener = opts.fastLane === false ? handler : lane.wrap(handler)
+      const server = createServer(options.http ?? {}, listener)
+      // `Expect: 100-continue`: Node would answer `100 Continue` before anything is decided; the
+      // request is decided first, and only a forwarded one is told to send its body (`http/execute.ts`).
+      server.on('checkContinue', (req, res) => {
+        markExpectsContinue(req)
+        listener(req, res)
+      })
+      server.on('upgrade', (req, socket, head) => tunnels.handle(req, socket, head))
+      connections = trackConnections(server)
       if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout
       if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout
       server.setTimeout(options.connectionTimeout ?? 0)
@@ -93,15 +128,12 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       )
     },
     rewriteUrl: (req) => {
-      const url = req.url ?? '/'
-      const q = url.indexOf('?')
-      const path = q === -1 ? url : url.slice(0, q)
-      const normalized = normalizePath(path)
-      if (normalized === null) {
+      const { path, target } = normalizeTarget(req.url ?? '/')
+      if (path === null) {
         ;(req as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] = true
         return REJECTED_TARGET
       }
-      return normalized === path ? url : normalized + (q === -1 ? '' : url.slice(q))
+      return target
     },
   })
 
@@ -109,11 +141,18 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   app.addHook('onRoute', (route) => {
     if (route.config?.kind !== 'proxy') ownPaths.add(route.url ?? route.path)
   })
-  app.addHook('preClose', async () => lane.close())
-  app.addHook('onClose', async () => pools.close())
+  app.addHook('preClose', async () => {
+    lane.close()
+    tunnels.drain()
+    connections?.drain()
+  })
+  app.addHook('onClose', async () => {
+    tunnels.close()
+    await pools.close()
+  })
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
-  app.addHook('onRequest', createPipeline(holder))
+  app.addHook('onRequest', fastifyLane.onRequest)
   app.addHook('onResponse', async (request, reply) => {
     // With `logging.requests: false` (an ingress in front already logs every request), only failures
     // are written: the access line is a tenth of a proxied request's CPU (npm run bench). Read from
@@ -132,8 +171,9 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   })
   app.setNotFoundHandler((request, reply) => {
     // Every path has a route (the proxy's catch-all); what lands here is a method the proxy does not
-    // take (TRACE, CONNECT, WebDAV verbs).
-    void reply.header('allow', PROXIED_METHODS.join(', '))
+    // take (TRACE, CONNECT, WebDAV verbs). A body it waits to send is never asked for.
+    void reply.header('allow', [...PROXIED_METHODS].join(', '))
+    if (expectsContinue(request.raw)) void reply.header('connection', 'close')
     return sendError(new PortcullisError('METHOD_NOT_ALLOWED', 'This method is not supported.'), request, reply, '/')
   })
 
@@ -143,20 +183,34 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   registerSignOut(app, holder)
   registerUserinfo(app, holder)
   registerBackchannel(app, holder)
-  registerAuthCheck(app, holder)
+  registerAuthCheck(app, holder, fastifyLane)
   app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
     throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
   })
   app.all(REJECTED_TARGET, { config: { kind: 'auth', label: 'rejected' } }, async () => {
     throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
   })
-  registerProxy(app, pools)
+  registerProxy(app, fastifyLane)
 
   return {
     fastify: app,
     swap(next: Runtime) {
       if (next.prefix !== holder.current.prefix) throw new Error('server.authPrefix cannot change on reload; restart instead')
       holder.current = next
+    },
+    tunnels,
+    async drain(timeoutMs) {
+      let cut = 0
+      const bound = setTimeout(() => {
+        cut = connections?.cut() ?? 0
+      }, timeoutMs)
+      bound.unref()
+      try {
+        await app.close()
+      } finally {
+        clearTimeout(bound)
+      }
+      return { cut }
     },
   }
 }

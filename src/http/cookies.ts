@@ -1,12 +1,13 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply } from 'fastify'
 import { fastifyCookie, type SerializeOptions as CookieSerializeOptions } from '@fastify/cookie'
 import { split, staleChunks } from '../session/chunks.ts'
 import type { Runtime } from '../runtime.ts'
 
 /**
- * Writing and clearing Portcullis's cookies on a reply, with the attributes of DESIGN.md §5:
- * HttpOnly, Secure when the public URL is https, SameSite=Lax, Path=/ (transactions: the auth prefix
- * only, so they never travel to the upstream), optional Domain.
+ * Portcullis's cookies, with the attributes the session model asks for: HttpOnly, Secure when the
+ * public URL is https, SameSite=Lax, Path=/ (transactions: the auth prefix only, so they never travel
+ * to the upstream), optional Domain. The session cookie is written as `Set-Cookie` lines (plain data
+ * in a decision, written by whichever lane answers); own routes add them to their Fastify reply.
  */
 function baseOptions(rt: Runtime, path: string): CookieSerializeOptions {
   const opts: CookieSerializeOptions = { httpOnly: true, secure: rt.secureCookies, sameSite: 'lax', path }
@@ -14,49 +15,51 @@ function baseOptions(rt: Runtime, path: string): CookieSerializeOptions {
   return opts
 }
 
-/** Set the session cookie chunks and clear chunks a previous, longer value left behind. */
-export function setSessionCookies(rt: Runtime, request: FastifyRequest, reply: FastifyReply, value: string, maxAgeMs: number): void {
+/**
+ * `Set-Cookie` lines that set the session cookie chunks for `value`, and clear the chunks a previous,
+ * longer value left behind among the request's `cookieNames`.
+ */
+export function sessionCookieLines(rt: Runtime, cookieNames: Iterable<string>, value: string, maxAgeMs: number): string[] {
   const base = rt.config.session.cookieName
   const pieces = split(base, value)
-  if (request.portcullis !== null && request.portcullis !== undefined) request.portcullis.cookieWritten = true
   const opts = { ...baseOptions(rt, '/'), maxAge: Math.max(1, Math.floor(maxAgeMs / 1000)) }
-  for (const [name, piece] of pieces) putCookie(reply, name, piece, opts)
-  for (const name of staleChunks(base, Object.keys(request.cookies), pieces.length)) {
-    clearCookie(reply, name, baseOptions(rt, '/'))
-  }
+  const lines = pieces.map(([name, piece]) => fastifyCookie.serialize(name, piece, opts))
+  for (const name of staleChunks(base, cookieNames, pieces.length)) lines.push(clearLine(rt, name, '/'))
+  return lines
 }
 
-/** Clear every session chunk the request carries (and the base name in any case). */
-export function clearSessionCookies(rt: Runtime, request: FastifyRequest, reply: FastifyReply): void {
+/** `Set-Cookie` lines that clear every session chunk among `cookieNames` (and the base name in any case). */
+export function clearSessionCookieLines(rt: Runtime, cookieNames: Iterable<string>): string[] {
   const base = rt.config.session.cookieName
-  const names = new Set(staleChunks(base, Object.keys(request.cookies), 0))
+  const names = new Set(staleChunks(base, cookieNames, 0))
   names.add(base)
-  for (const name of names) clearCookie(reply, name, baseOptions(rt, '/'))
+  return [...names].map((name) => clearLine(rt, name, '/'))
+}
+
+function clearLine(rt: Runtime, name: string, path: string): string {
+  return fastifyCookie.serialize(name, '', { ...baseOptions(rt, path), expires: new Date(0), maxAge: 0 })
 }
 
 export function setTransactionCookie(rt: Runtime, reply: FastifyReply, name: string, value: string): void {
-  putCookie(reply, name, value, { ...baseOptions(rt, rt.txCookiePath), maxAge: Math.floor(rt.config.session.loginTimeout / 1000) })
+  putCookies(reply, [fastifyCookie.serialize(name, value, { ...baseOptions(rt, rt.txCookiePath), maxAge: Math.floor(rt.config.session.loginTimeout / 1000) })])
 }
 
 export function clearTransactionCookie(rt: Runtime, reply: FastifyReply, name: string): void {
-  clearCookie(reply, name, baseOptions(rt, rt.txCookiePath))
+  putCookies(reply, [clearLine(rt, name, rt.txCookiePath)])
 }
 
 /**
- * Add a `Set-Cookie` line to the reply's headers right away (not in an onSend hook, as
- * `reply.setCookie` does): the proxy step hands the reply's headers to the raw response it writes
- * itself. A later write of the same cookie in one response replaces the earlier one.
+ * Add `Set-Cookie` lines to a reply's headers right away (not in an onSend hook, as
+ * `reply.setCookie` does). A later line for the same cookie name replaces an earlier one.
  */
-function putCookie(reply: FastifyReply, name: string, value: string, opts: CookieSerializeOptions): void {
-  const line = fastifyCookie.serialize(name, value, opts)
+export function putCookies(reply: FastifyReply, lines: readonly string[]): void {
+  if (lines.length === 0) return
   const prior = reply.getHeader('set-cookie')
-  const list = prior === undefined ? [] : Array.isArray(prior) ? prior.map(String) : [String(prior)]
-  const same = `${name}=`
-  const kept = list.filter((l) => !l.startsWith(same))
-  kept.push(line)
-  void reply.removeHeader('set-cookie').header('set-cookie', kept)
-}
-
-function clearCookie(reply: FastifyReply, name: string, opts: CookieSerializeOptions): void {
-  putCookie(reply, name, '', { ...opts, expires: new Date(0), maxAge: 0 })
+  let list = prior === undefined ? [] : Array.isArray(prior) ? prior.map(String) : [String(prior)]
+  for (const line of lines) {
+    const same = line.slice(0, line.indexOf('=') + 1)
+    list = list.filter((l) => !l.startsWith(same))
+    list.push(line)
+  }
+  void reply.removeHeader('set-cookie').header('set-cookie', list)
 }

@@ -1,31 +1,27 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import { normalizePath } from '../policy/path.ts'
-import { stripHeaders } from '../policy/headers.ts'
 import { requestIdOf, type RuntimeHolder } from './context.ts'
-import { admit, admitSession, type Admitted } from './pipeline.ts'
-import { allowPairs, CHECK_LABEL, originalRoute } from './routes/auth-check.ts'
-import type { Session } from '../session/model.ts'
-import { upstreamHeaders } from './proxy.ts'
-import { CLIENT_CLOSED, relay, type RelayOutcome, type UpstreamPools } from './upstream.ts'
+import type { Decide, Mode } from './pipeline.ts'
+import type { Decision } from './decision.ts'
+import { factsOf, normalizeTarget } from './facts.ts'
+import { allowBody, execute } from './execute.ts'
+import { CLIENT_CLOSED, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
 import { createAccessWriter } from './logging.ts'
-import type { Runtime } from '../runtime.ts'
+import { writeNotes } from './notes.ts'
 
 /**
- * The fast lane (issue #4 point 6): a proxied request that the pipeline would forward as it is is
- * answered on Node's raw request and response, before Fastify builds its request and reply objects,
- * parses cookies, routes and runs hooks — about a third of a proxied request's CPU (npm run bench).
+ * The fast lane: a proxied request, and the forward-auth check, are decided and answered on Node's
+ * raw request and response, before Fastify builds its request and reply objects, parses cookies,
+ * routes and runs hooks (about a third of a proxied request's CPU; `npm run bench`).
  *
- * It takes a request only when the answer is certain to be "forward it, write nothing": a proxied
- * method on a path that is none of Portcullis's own routes, a route that matches, and either a public
- * route or a valid session that needs no cookie write, idle-clock move, refresh or redirect. The
- * decision is the pipeline's own (`admit` in `http/pipeline.ts`), the forwarding the proxy step's
- * (`upstreamHeaders`, `relay`), the access line the same as Fastify's. The forward-auth check
- * (`{prefix}/auth`) is answered here too when its session needs nothing written (a 200, built by
- * `http/routes/auth-check.ts`). Everything else — the auth
- * endpoints, ops, logins, refreshes, refusals, WebSocket upgrades (never a `request` event) — goes to
- * Fastify untouched, which runs the full pipeline.
+ * It decides nothing itself: the decision is the pipeline's (`decide` in `http/pipeline.ts`), and it
+ * is carried out by `execute` (`http/execute.ts`), as on the Fastify path. What the lane chooses is
+ * only which requests it takes: a proxied method, on a path that is none of Portcullis's own routes
+ * and that Fastify's router would not read differently (a percent-escape left after normalization
+ * is decoded by the router: those go to Fastify, which runs the same pipeline). Everything else — the
+ * auth endpoints, ops, methods the proxy does not take — goes to Fastify untouched, and WebSocket
+ * upgrades never arrive here (`http/tunnel.ts`).
  */
 export interface FastLaneOptions {
   readonly holder: RuntimeHolder
@@ -33,6 +29,7 @@ export interface FastLaneOptions {
   readonly logger: Logger
   /** Paths Fastify serves itself (not the proxy): exact paths, and prefixes of wildcard routes. */
   readonly ownPaths: OwnPaths
+  readonly decide: Decide
 }
 
 export interface FastLane {
@@ -62,69 +59,42 @@ export class OwnPaths {
 }
 
 /** The methods the proxy route takes (@fastify/http-proxy's defaults). */
-const PROXIED_METHODS: ReadonlySet<string> = new Set(['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'])
+export const PROXIED_METHODS: ReadonlySet<string> = new Set(['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'])
 
 export function createFastLane(opts: FastLaneOptions): FastLane {
-  const { holder, pools, logger, ownPaths } = opts
+  const { holder, pools, logger, ownPaths, decide } = opts
   const logAccess = createAccessWriter(logger)
   let open = true
 
-  function forward(rt: Runtime, admitted: Admitted, req: IncomingMessage, res: ServerResponse, url: string, path: string, started: number): void {
+  function take(req: IncomingMessage, res: ServerResponse, url: string, path: string | null, target: string, mode: Mode): void {
+    const started = performance.now()
+    const rt = holder.current
     const id = requestIdOf(req.headers)
-    const { route, session } = admitted
-    const identity = session === null ? null : { sub: session.sub, claims: session.claims }
-    const headers = upstreamHeaders(rt, { route, identity, session, peer: req.socket.remoteAddress ?? '', requestId: id }, { ...req.headers })
-    const own = { 'x-request-id': id }
+    decide(rt, factsOf(req, { path, target }, id, rt.clock.now()), mode)
+      .then((decision) => carry(decision, req, res, id, path ?? pathOf(url), started, rt.config.logging.requests))
+      .catch((err: unknown) => failed(err, req, res, path ?? pathOf(url)))
+  }
+
+  function carry(decision: Decision, req: IncomingMessage, res: ServerResponse, id: string, path: string, started: number, everyRequest: boolean): void {
+    if (decision.notes.length > 0) writeNotes(logger, decision.notes, id)
     const method = req.method as string
-    relay(pools, { route, method, url, headers }, req, res, own, (outcome: RelayOutcome) => {
-      if (outcome.error !== undefined) writeError(res, outcome.error, req.headers, id, own)
+    execute(decision, pools, req, res, (outcome: RelayOutcome) => {
       const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
+      const error = outcome.error ?? decision.error
       // With `logging.requests: false` only failures are written: 5xx, cut answers, clients gone.
-      if (!rt.config.logging.requests && status < 500 && outcome.logFields === undefined) return
+      if (!everyRequest && status < 500 && outcome.logFields === undefined) return
       logAccess({
         reqId: id,
         method,
         path,
-        route: route.id,
+        route: decision.label,
         status,
         durationMs: elapsedMs(started),
-        sub: session?.sub,
-        ...(outcome.error === undefined ? {} : { err: outcome.error }),
+        sub: decision.session?.sub,
+        ...(error === undefined ? {} : { err: error }),
         ...outcome.logFields,
       })
     })
-  }
-
-  /** The forward-auth check (`{prefix}/auth`) with a session that needs nothing written: a 200. */
-  function allow(rt: Runtime, session: Session | null, req: IncomingMessage, res: ServerResponse, path: string, started: number): void {
-    const id = requestIdOf(req.headers)
-    res.writeHead(200, [...allowPairs(rt, session), 'x-request-id', id, 'content-length', '0'])
-    res.end()
-    if (!rt.config.logging.requests) return
-    logAccess({
-      reqId: id,
-      method: req.method as string,
-      path,
-      route: CHECK_LABEL,
-      status: 200,
-      durationMs: elapsedMs(started),
-      sub: session?.sub,
-    })
-  }
-
-  function check(req: IncomingMessage, res: ServerResponse, path: string, fastify: RawHandler): void {
-    const started = performance.now()
-    const rt = holder.current
-    stripHeaders(req.headers, rt.stripSet)
-    const original = originalRoute(rt, req.headers, req.socket.remoteAddress ?? '')
-    if (original === 'invalid') return fastify(req, res)
-    if (original?.public === true) return allow(rt, null, req, res, path, started)
-    admitSession(rt, req.headers.cookie)
-      .then(
-        (session) => (session === null ? fastify(req, res) : allow(rt, session, req, res, path, started)),
-        () => fastify(req, res),
-      )
-      .catch((err: unknown) => failed(err, req, res, path))
   }
 
   function failed(err: unknown, req: IncomingMessage, res: ServerResponse, path: string): void {
@@ -146,28 +116,20 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
   return {
     wrap(fastify) {
       const checkPath = `${holder.current.prefix}/auth`
+      const toFastify = (req: IncomingMessage, res: ServerResponse): void => {
+        // Portcullis's own routes read their bodies (sign-out, back-channel logout): let them come.
+        allowBody(req, res)
+        fastify(req, res)
+      }
       return function fastLane(req: IncomingMessage, res: ServerResponse): void {
         const url = req.url ?? ''
-        if (!open || !PROXIED_METHODS.has(req.method as string) || url.charCodeAt(0) !== SLASH) return fastify(req, res)
-        const q = url.indexOf('?')
-        const raw = q === -1 ? url : url.slice(0, q)
-        const path = normalizePath(raw)
-        if (path === checkPath && req.method === 'GET') return check(req, res, path, fastify)
-        // What is left percent-encoded, Fastify's router decodes: let it decide those paths.
-        if (path === null || path.includes('%') || ownPaths.has(path)) return fastify(req, res)
-        const started = performance.now()
-        const rt = holder.current
-        // Pipeline step 1, before anything reads the headers (again in Fastify's pipeline if it
-        // gets the request: stripping is idempotent).
-        stripHeaders(req.headers, rt.stripSet)
-        const target = path === raw ? url : q === -1 ? path : path + url.slice(q)
-        admit(rt, req.headers.host, path, req.headers.cookie)
-          .then(
-            (admitted) => (admitted === null ? fastify(req, res) : forward(rt, admitted, req, res, target, path, started)),
-            // A store or provider failure: the full pipeline meets it again and answers with its error page.
-            () => fastify(req, res),
-          )
-          .catch((err: unknown) => failed(err, req, res, path))
+        const method = req.method as string
+        if (!open || url.charCodeAt(0) !== SLASH) return fastify(req, res)
+        if (!PROXIED_METHODS.has(method)) return fastify(req, res)
+        const { path, target } = normalizeTarget(url)
+        if (path === checkPath && method === 'GET') return take(req, res, url, path, target, 'check')
+        if (path !== null && (path.includes('%') || ownPaths.has(path))) return toFastify(req, res)
+        take(req, res, url, path, target, 'proxy')
       }
     },
     close() {
@@ -178,7 +140,12 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
 
 const SLASH = 0x2f
 
+function pathOf(url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
 /** Milliseconds since `started` (performance.now()), to two decimals, for the access line. */
-function elapsedMs(started: number): number {
+export function elapsedMs(started: number): number {
   return Math.round((performance.now() - started) * 100) / 100
 }

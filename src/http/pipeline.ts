@@ -1,150 +1,230 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import { fastifyCookie } from '@fastify/cookie'
 import { PortcullisError } from '../errors.ts'
 import { stripHeaders } from '../policy/headers.ts'
-import { readSessionCookie } from './credentials.ts'
-import { clearSessionCookies, setSessionCookies } from './cookies.ts'
-import { isBrowserNavigation } from './negotiate.ts'
-import { sendUnauthenticated } from './errors.ts'
-import type { RequestContext, RuntimeHolder } from './context.ts'
-import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
-import type { Runtime } from '../runtime.ts'
 import type { Route } from '../policy/routes.ts'
 import { join as joinChunks } from '../session/chunks.ts'
-import { fastifyCookie } from '@fastify/cookie'
+import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
+import type { LoadedSession } from '../session/store.ts'
+import type { Runtime } from '../runtime.ts'
+import { clearSessionCookieLines, sessionCookieLines } from './cookies.ts'
+import { answer, errorAnswer, forbidden, redirectTo, unauthenticated, type Decision, type Note, type ResponseHeaders } from './decision.ts'
+import type { RequestFacts } from './facts.ts'
+import { allowPairs, CHECK_LABEL, originalRoute } from './forward-auth.ts'
+import { isBrowserNavigation, wantsHtml } from './negotiate.ts'
+import { upstreamHeaders } from './upstream-headers.ts'
 
 /**
- * The request pipeline (DESIGN.md §3), as one ordered list of steps in one file (STYLE.md rule 2).
- * Runs as the root `onRequest` hook, before any body is read:
- *   1. strip client-sent identity headers (every route, public and ops ones included)
- *   2. reject paths that could not be normalized (normalization itself runs in Fastify's rewriteUrl,
- *      so routing already saw the normalized path)
- *   3. match the route (host, longest prefix); public routes stop here
- *   4. authenticate: session cookie → store (open-cache → codec) → session, unless revoked; then
- *      freshen: the JWT access token verified (once per token), refreshed when it expires within
- *      `session.refreshAhead` (single-flight), the new session written back
- *   5. no session: browser navigation → 302 to {prefix}/start; anything else → 401 JSON
- *   6. attach the identity for the proxy step (`http/proxy.ts`)
- * Per-route allow rules (step 4 of DESIGN.md §3) come with a later issue.
+ * The request pipeline: one function from plain request data to a decision. It is the only place
+ * where the order of the steps lives; the fast lane (`http/fast-lane.ts`), the Fastify path
+ * (`http/fastify-lane.ts`) and the WebSocket upgrade handler (`http/tunnel.ts`) only carry out what
+ * it returns (`http/execute.ts`). A new step written here reaches every lane.
  *
- * The fast lane (`http/fast-lane.ts`) answers requests this pipeline would only forward, before
- * Fastify, through `admit` below: a new step that can refuse a request or write to the response must
- * make `admit` decline such requests too, or the fast lane would skip it.
+ *   1. strip what a client must not send (every route, public ones included)
+ *   2. the request being judged: its normalized path (else 400) and route (else 404); for the
+ *      forward-auth check, the original request from `X-Original-URL` when a trusted proxy sent it
+ *   3. a public route is forwarded as it is
+ *   4. authenticate: session cookie → store → not revoked; freshen: the JWT access token verified,
+ *      refreshed when it expires within `session.refreshAhead` (single-flight), the idle clock moved
+ *      at most once a minute, a cookie sealed with an older secret re-sealed; every new state is
+ *      written once per cookie value and window, and its cookie set on the answer
+ *   5. no session: browser navigation → 302 to {prefix}/start; anything else → 401 JSON; while the
+ *      provider is unreachable, 503
+ *   6. forward, with the identity headers injected
+ * Per-route access rules and step-up (step 4 of the product's pipeline) come with a later issue, as
+ * steps here.
+ *
+ * `mode` is `proxy` for a proxied request, `check` for the forward-auth check (`{prefix}/auth`),
+ * where the same verdicts are answered as nginx's `auth_request` takes them: 200 / 401 / 403.
  */
-export const PATH_REJECTED = Symbol('portcullis.pathRejected')
+export type Mode = 'proxy' | 'check'
 
-export function createPipeline(holder: RuntimeHolder) {
-  return async function pipeline(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const rt = holder.current
-    const ctx: RequestContext = { runtime: rt, route: null, identity: null, session: null, label: request.routeOptions.config.label ?? 'unknown' }
-    request.portcullis = ctx
-    void reply.header('x-request-id', request.id)
+export type Decide = (rt: Runtime, facts: RequestFacts, mode: Mode) => Promise<Decision>
 
+export const decide: Decide = async (rt, facts, mode) => {
+  const notes: Note[] = []
+  let label = mode === 'check' ? CHECK_LABEL : 'unknown'
+  let route: Route | null = null
+  let session: Session | null = null
+  let setCookie: readonly string[] = []
+  try {
     // 1. strip
-    // The raw headers object: what the HTTP and WebSocket proxy steps copy from.
-    stripHeaders(request.raw.headers, rt.stripSet)
+    stripClientHeaders(rt, facts.headers)
 
-    // 2. path
-    if ((request.raw as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] === true) {
-      ctx.label = 'rejected'
-      throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
+    // 2. the request being judged
+    if (mode === 'proxy') {
+      if (facts.path === null) {
+        label = 'rejected'
+        throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
+      }
+      route = rt.routes.match(facts.host, facts.path)
+      if (route === null) {
+        label = 'no-route'
+        throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
+      }
+      label = route.id
+    } else {
+      const original = originalRoute(rt, facts.headers, facts.peer)
+      if (original === 'invalid') return forbidden('The original URL is not valid.', facts.requestId, { label, route, session, notes })
+      // No original URL to go by: a session is required.
+      route = original
     }
-    if (request.routeOptions.config.kind !== 'proxy') return
 
-    // 3. route
-    const q = request.url.indexOf('?')
-    const path = q === -1 ? request.url : request.url.slice(0, q)
-    const route = rt.routes.match(request.headers.host, path)
-    if (route === null) {
-      ctx.label = 'no-route'
-      throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
-    }
-    ctx.route = route
-    ctx.label = route.id
-    if (route.public) return
+    // 3. public
+    if (route?.public === true) return allow(rt, facts, mode, route, null, null, [], label, notes)
 
-    // 4. authenticate (cookie → store → not revoked), then make sure the tokens are fresh
-    const found = await authenticate(rt, request, reply)
-    const session = found === null ? null : await freshen(rt, request, reply, found.session, found.value)
-    if (session !== null) {
-      ctx.session = session
-      ctx.identity = { sub: session.sub, claims: session.claims }
-      return
-    }
+    // 4. authenticate
+    const found = await authenticate(rt, facts, notes)
+    setCookie = found.setCookie
+    session = found.loaded?.session ?? null
+    if (session !== null) return allow(rt, facts, mode, route, session, found.loaded?.value ?? null, setCookie, label, notes)
 
     // 5. no session
+    if (mode === 'check') return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
     // Login needs the provider: while it is unreachable, say so (503) instead of starting a login.
     if (!rt.provider.ready) rt.provider.get() // throws NOT_READY
-    if (isBrowserNavigation(request)) {
+    if (isBrowserNavigation(facts)) {
       const start = new URL(`${rt.prefix}/start`, rt.publicUrl)
-      start.searchParams.set('rd', request.url)
-      await reply.code(302).header('location', start.href).header('cache-control', 'no-store').send()
-      return
+      start.searchParams.set('rd', facts.target)
+      return redirectTo(start.href, facts.requestId, setCookie, { label, route, session, notes })
     }
-    await sendUnauthenticated(request, reply, rt.publicUrl.host)
+    return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
+  } catch (err) {
+    const extras = { label, route, session, notes }
+    // nginx takes only 200, 401 and 403 from the check: a failure (the provider down while the
+    // session's token expired) is a refusal there; the sign-in page then explains the outage.
+    if (mode === 'check') return { ...unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, extras), error: err }
+    const retry = new URL(`${rt.prefix}/start`, rt.publicUrl)
+    if (facts.path !== null) retry.searchParams.set('rd', facts.target)
+    return errorAnswer(err, wantsHtml(facts.headers), facts.requestId, retry.href, setCookie, extras)
   }
 }
 
 /**
- * The session a request's cookie holds, and that cookie value; or null (a bad, expired or revoked
- * cookie is no session, and its cookies are cleared). Re-seals a cookie that was opened with an older
- * secret (key rotation), and moves the idle clock at most once a minute.
+ * Step 1, alone: what Portcullis's own routes (login, sign-out, ops) get before their handlers run,
+ * as every proxied request does first.
  */
-export async function authenticate(rt: Runtime, request: FastifyRequest, reply: FastifyReply): Promise<{ session: Session; value: string } | null> {
+export function stripClientHeaders(rt: Runtime, headers: RequestFacts['headers']): void {
+  stripHeaders(headers, rt.stripSet)
+}
+
+/** Step 6: what an allowed request becomes: forwarded upstream, or the check's 200. */
+function allow(
+  rt: Runtime,
+  facts: RequestFacts,
+  mode: Mode,
+  route: Route | null,
+  session: Session | null,
+  sessionValue: string | null,
+  setCookie: readonly string[],
+  label: string,
+  notes: Note[],
+): Decision {
+  const extras = { label, route, session, notes }
+  if (mode === 'check') {
+    const headers = [...allowPairs(rt, session), 'x-request-id', facts.requestId]
+    for (const line of setCookie) headers.push('set-cookie', line)
+    return answer('forward', 200, headers, '', extras)
+  }
+  const to = route as Route
+  const identity = session === null ? null : { sub: session.sub, claims: session.claims }
+  const upstream = upstreamHeaders(rt, { route: to, identity, session, peer: facts.peer, requestId: facts.requestId }, { ...facts.headers })
+  if (facts.upgrade) {
+    // A WebSocket handshake: the upgrade itself is what is forwarded (its hop-by-hop headers were
+    // dropped with the rest above).
+    upstream.connection = 'upgrade'
+    upstream.upgrade = String(facts.headers.upgrade)
+  }
+  // A response that carries this user's session cookie must never be stored by a shared cache,
+  // whatever the app said about its body.
+  const respond: ResponseHeaders =
+    setCookie.length === 0 ? { 'x-request-id': facts.requestId } : { 'x-request-id': facts.requestId, 'set-cookie': setCookie, 'cache-control': 'private, no-store' }
+  return { action: 'proxy', kind: 'forward', target: facts.target, upstream, respond, sessionValue, ...extras, route: to }
+}
+
+/** The session a request's cookie holds (its newest state), and the cookies to write on the answer. */
+export interface Authenticated {
+  readonly loaded: LoadedSession | null
+  /** The value the request carried, when it carried one. */
+  readonly sent: string | null
+  readonly setCookie: readonly string[]
+}
+
+/**
+ * Step 4, also used by Portcullis's own routes that need the user (`userinfo`, `sign_out`): the
+ * session cookie opened, checked against revocations and made fresh. A bad, expired or revoked
+ * cookie is no session, and its cookies are cleared. Throws when the session cannot be served (the
+ * provider is down and the access token has expired).
+ */
+export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'headers' | 'now'>, notes: Note[]): Promise<Authenticated> {
+  const opened = await openSession(rt, facts.headers)
+  const { cookies, sent } = opened
+  let loaded = opened.loaded
+  if (loaded === null || sent === null) return opened
+  const now = facts.now
+  // One new state per request at most: an idle-clock move, or a refresh (which moves it too). When
+  // the state had been superseded by a concurrent request, the newest one is looked at again.
+  let wrote = false
+  const touched = (s: Session): Session => {
+    wrote = true
+    return { ...s, lastSeenAt: now }
+  }
+  for (let round = 0; round < MAX_ROUNDS && !wrote; round++) {
+    const state = await freshness(rt, loaded.session, now)
+    const touch = loaded.renew || now - loaded.session.lastSeenAt >= IDLE_RENEW_MS
+    if (state.status === 'invalid') {
+      notes.push({ level: 'warn', msg: 'session access token failed verification; session ended', fields: { reason: state.reason } })
+      return ended(rt, cookies, sent, loaded)
+    }
+    if (state.status === 'fresh') {
+      if (!touch) break
+      loaded = await rt.sessions.update(loaded, touched)
+      continue
+    }
+    try {
+      loaded = await rt.sessions.update(loaded, async (s) => touched(await rt.refresher.refresh(s)))
+    } catch (err) {
+      if (err instanceof PortcullisError && err.code === 'SESSION_ENDED') {
+        notes.push({ level: 'info', msg: 'session ended at refresh', fields: { err } })
+        return ended(rt, cookies, sent, loaded)
+      }
+      if (state.status === 'expired') throw err
+      notes.push({ level: 'warn', msg: 'token refresh failed; serving the still-valid session', fields: { err } })
+      if (touch) loaded = await rt.sessions.update(loaded, touched)
+      break
+    }
+  }
+  const setCookie = loaded.value === sent ? [] : sessionCookieLines(rt, Object.keys(cookies), loaded.value, expiresAt(loaded.session, rt.limits) - now)
+  return { loaded, sent, setCookie }
+}
+
+/**
+ * Step 4's first half: the session cookie opened and checked against revocations, nothing written
+ * (sign-out needs no more). A bad, expired or revoked cookie is no session, and its cookies are cleared.
+ */
+export async function openSession(rt: Runtime, headers: RequestFacts['headers']): Promise<Authenticated & { readonly cookies: Record<string, string | undefined> }> {
   const name = rt.config.session.cookieName
-  const value = readSessionCookie(request, name)
-  if (value === null) {
+  const header = headers.cookie
+  const cookies = header === undefined ? NO_COOKIES : parseCookie(header)
+  const sent = joinChunks(name, cookies)
+  if (sent === null) {
     // Chunks that cannot be joined (missing first piece, too many, empty, oversized) are no session,
     // and are cleared so the browser stops sending them.
-    if (hasSessionChunks(request, name)) clearSessionCookies(rt, request, reply)
-    return null
+    return { loaded: null, sent, cookies, setCookie: hasSessionChunks(cookies, name) ? clearSessionCookieLines(rt, Object.keys(cookies)) : [] }
   }
-  const loaded = await rt.sessions.load(value)
-  if (loaded === null || (await rt.revocations.isRevoked(loaded.session))) {
-    clearSessionCookies(rt, request, reply)
-    return null
-  }
-  const now = rt.clock.now()
-  if (loaded.renew || now - loaded.session.lastSeenAt >= IDLE_RENEW_MS) {
-    // Re-seal when the cookie was opened with an older secret (rotation), or to move the idle clock;
-    // the latter at most once a minute so the cookie is not rewritten on every request.
-    const session = { ...loaded.session, lastSeenAt: now }
-    return { session, value: await store(rt, request, reply, session, value) }
-  }
-  return { session: loaded.session, value }
+  const loaded = await rt.sessions.load(sent)
+  if (loaded === null || (await rt.revocations.isRevoked(loaded.session))) return { loaded: null, sent, cookies, setCookie: clearSessionCookieLines(rt, Object.keys(cookies)) }
+  return { loaded, sent, cookies, setCookie: [] }
 }
 
-/**
- * Issue #3 points 1, 3, 4: verify a JWT access token (once per token, LRU); refresh when it is expired
- * or expires within `session.refreshAhead`, shared by concurrent requests. `invalid_grant`, a changed
- * `sub` or an invalid token end the session (null: login or 401). With the provider down or failing,
- * the session keeps being served while its access token is valid, then a 503 with Retry-After.
- */
-export async function freshen(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, value: string): Promise<Session | null> {
-  const state = await freshness(rt, session)
-  if (state.status === 'fresh') return session
-  if (state.status === 'invalid') {
-    request.log.warn({ reason: state.reason }, 'session access token failed verification; session ended')
-    await endSession(rt, request, reply, value)
-    return null
-  }
-  const expired = state.status === 'expired'
-  try {
-    const next = await rt.refresher.refresh(session)
-    await store(rt, request, reply, next, value)
-    return next
-  } catch (err) {
-    if (err instanceof PortcullisError && err.code === 'SESSION_ENDED') {
-      request.log.info({ err }, 'session ended at refresh')
-      await endSession(rt, request, reply, value)
-      return null
-    }
-    if (!expired) {
-      request.log.warn({ err }, 'token refresh failed; serving the still-valid session')
-      return session
-    }
-    throw err
-  }
+/** A session that ended here: forgotten in the store, its cookies cleared. */
+async function ended(rt: Runtime, cookies: Record<string, string | undefined>, sent: string, loaded: LoadedSession): Promise<Authenticated> {
+  await rt.sessions.clear(sent)
+  if (loaded.value !== sent) await rt.sessions.clear(loaded.value)
+  return { loaded: null, sent, setCookie: clearSessionCookieLines(rt, Object.keys(cookies)) }
 }
+
+/** How often one request looks again at a state that a concurrent request had superseded. */
+const MAX_ROUNDS = 3
 
 /**
  * What a session's tokens need now: nothing (`fresh`), a refresh while the access token still serves
@@ -156,8 +236,7 @@ const FRESH: Freshness = { status: 'fresh' }
 const REFRESH: Freshness = { status: 'refresh' }
 const EXPIRED: Freshness = { status: 'expired' }
 
-async function freshness(rt: Runtime, session: Session): Promise<Freshness> {
-  const now = rt.clock.now()
+async function freshness(rt: Runtime, session: Session, now: number): Promise<Freshness> {
   let expired = session.accessExpiresAt <= now
   if (rt.provider.ready) {
     const check = await rt.provider.get().accessTokens.check(session.accessToken)
@@ -168,60 +247,16 @@ async function freshness(rt: Runtime, session: Session): Promise<Freshness> {
   return needsRefresh(session, now, rt.config.session.refreshAhead) && session.refreshToken !== undefined ? REFRESH : FRESH
 }
 
-/** A request the fast lane may forward as it is: its route, and its session (null on a public route). */
-export interface Admitted {
-  readonly route: Route
-  readonly session: Session | null
-}
-
-/**
- * The fast lane's question (`http/fast-lane.ts`), answered by the same steps 3–4 as above: would this
- * pipeline forward the request without writing anything (no cookie to set or clear, no idle-clock
- * move, no refresh, no redirect, no error)? Then the route and session; otherwise null, and the
- * request takes the full pipeline, which does what is needed. `path` is already normalized.
- */
-export async function admit(rt: Runtime, host: string | undefined, path: string, cookieHeader: string | undefined): Promise<Admitted | null> {
-  const route = rt.routes.match(host, path)
-  if (route === null) return null
-  if (route.public) return { route, session: null }
-  const session = await admitSession(rt, cookieHeader)
-  return session === null ? null : { route, session }
-}
-
-/** Step 4 of `admit`: the session a Cookie header holds when it needs nothing written; else null. */
-export async function admitSession(rt: Runtime, cookieHeader: string | undefined): Promise<Session | null> {
-  if (cookieHeader === undefined) return null
-  const value = joinChunks(rt.config.session.cookieName, parseCookie(cookieHeader))
-  if (value === null) return null
-  const loaded = await rt.sessions.load(value)
-  if (loaded === null || loaded.renew || rt.clock.now() - loaded.session.lastSeenAt >= IDLE_RENEW_MS) return null
-  if (await rt.revocations.isRevoked(loaded.session)) return null
-  if ((await freshness(rt, loaded.session)).status !== 'fresh') return null
-  return loaded.session
-}
-
-/** Save the session; set the cookie when its value changed (a server-side store keeps the ticket). */
-async function store(rt: Runtime, request: FastifyRequest, reply: FastifyReply, session: Session, current: string): Promise<string> {
-  const value = await rt.sessions.save(session, current)
-  if (value !== current) setSessionCookies(rt, request, reply, value, expiresAt(session, rt.limits) - rt.clock.now())
-  return value
-}
-
-/** End a session here: forget it in the store, and clear its cookies. */
-export async function endSession(rt: Runtime, request: FastifyRequest, reply: FastifyReply, value: string): Promise<void> {
-  await rt.sessions.clear(value)
-  clearSessionCookies(rt, request, reply)
-}
-
 /** The Cookie parser @fastify/cookie gives Fastify requests (the first of duplicate names wins). */
 const parseCookie = fastifyCookie.parse
+const NO_COOKIES: Record<string, string | undefined> = Object.freeze({})
 
 /** The idle clock (`lastSeenAt`) moves at most this often. */
 export const IDLE_RENEW_MS = 60_000
 
-function hasSessionChunks(request: FastifyRequest, name: string): boolean {
+function hasSessionChunks(cookies: Record<string, string | undefined>, name: string): boolean {
   const prefix = `${name}_`
-  for (const key in request.cookies) {
+  for (const key in cookies) {
     if (key === name || (key.startsWith(prefix) && CHUNK_SUFFIX.test(key.slice(prefix.length)))) return true
   }
   return false

@@ -5,13 +5,13 @@ import { open, seal } from './codec.ts'
 import type { KeyRing } from './keyring.ts'
 import { asSession, expiresAt, isExpired, type Session, type SessionLimits } from './model.ts'
 import { OpenCache } from './open-cache.ts'
-import type { LoadedSession, SessionStore } from './store.ts'
+import type { LoadedSession, SessionChange, SessionStore } from './store.ts'
 
 /**
- * The memory store (DESIGN.md §5): server-side, one instance. The cookie holds only a ticket
- * `<session id>.<key>`; a bounded LRU holds the session sealed with that per-session key, so the
- * process memory alone does not reveal sessions, and a cookie alone is useless once the entry is gone.
- * A refresh updates the stored session in place: the cookie need not be rewritten (forward-auth behind
+ * The memory store: server-side, one instance. The cookie holds only a ticket `<session id>.<key>`;
+ * a bounded LRU holds the session sealed with that per-session key, so the process memory alone does
+ * not reveal sessions, and a cookie alone is useless once the entry is gone. An update (idle clock,
+ * refresh) rewrites the stored entry in place: the cookie never needs rewriting (forward-auth behind
  * proxies that drop `Set-Cookie` on a 200).
  */
 const TICKET = /^([A-Za-z0-9_-]{16,64})\.([A-Za-z0-9_-]{43})$/
@@ -21,9 +21,18 @@ function ticketRing(key: Uint8Array): KeyRing {
   return { current: k, byId: (kid) => (kid === 't' ? k : undefined) }
 }
 
+/** An opened entry: the sealed blob it was opened from, and what it holds. */
+interface Opened {
+  readonly blob: string
+  readonly loaded: LoadedSession | null
+}
+
 export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; maxSessions: number }): SessionStore {
   const sealed = new LRUCache<string, string>({ max: deps.maxSessions })
-  const cache = new OpenCache<Session>({ max: Math.min(deps.maxSessions, 10_000), ttlMs: 30_000 })
+  // Keyed by a hash of the whole ticket (id and key): a cookie with the right id but another key
+  // never finds an entry opened by the real one.
+  const cache = new OpenCache<Opened>({ max: Math.min(deps.maxSessions, 10_000), ttlMs: 30_000 })
+  const writing = new Map<string, Promise<LoadedSession>>()
   const parse = (value: string) => {
     const m = TICKET.exec(value)
     return m === null ? null : { id: m[1] as string, key: Buffer.from(m[2] as string, 'base64url') }
@@ -33,33 +42,66 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
     const session = opened === null ? null : asSession(opened.payload)
     return session !== null && session.id === ticket.id ? session : null
   }
+  const ttlOf = (session: Session): number => Math.max(1, expiresAt(session, deps.limits) - deps.clock.now())
+  /** The entry's current state, opened at most once per sealed blob. */
+  const current = async (cookieValue: string): Promise<LoadedSession | null> => {
+    const ticket = parse(cookieValue)
+    if (ticket === null) return null
+    // The entry first, on every load: the lookup marks it used (LRU), and an evicted, expired or
+    // cleared entry is gone even while an opened copy sits in the cache. A copy opened from a blob
+    // that an update has since replaced is never served.
+    const blob = sealed.get(ticket.id)
+    if (blob === undefined) return null
+    const hit = cache.get(cookieValue)
+    if (hit !== undefined && hit !== null && hit.blob === blob) return hit.loaded
+    const session = await openEntry(ticket, blob)
+    const loaded = session === null ? null : { session, value: cookieValue, renew: false }
+    cache.set(cookieValue, { blob, loaded })
+    return loaded
+  }
   return {
     kind: 'memory',
     async load(cookieValue: string): Promise<LoadedSession | null> {
-      const ticket = parse(cookieValue)
-      if (ticket === null) return null
-      // The entry first, on every load: the lookup marks it used (LRU), and an evicted, expired or
-      // cleared entry is gone even while an opened copy sits in the open cache. The cache key covers
-      // the sealed entry, so a copy opened from an entry a save has since replaced is never served.
-      const blob = sealed.get(ticket.id)
-      if (blob === undefined) return null
-      const session = await cache.getOrOpen(`${cookieValue}\n${blob}`, () => openEntry(ticket, blob))
-      if (session === null) return null
-      if (isExpired(session, deps.clock.now(), deps.limits)) return null
-      return { session, renew: false }
+      const loaded = await current(cookieValue)
+      if (loaded === null || isExpired(loaded.session, deps.clock.now(), deps.limits)) return null
+      return loaded
     },
-    async save(session: Session, current?: string): Promise<string> {
-      const existing = current === undefined ? null : parse(current)
-      const key = existing !== null && existing.id === session.id ? existing.key : randomBytes(32)
-      const ttl = Math.max(1, expiresAt(session, deps.limits) - deps.clock.now())
-      sealed.set(session.id, await seal(session, ticketRing(key)), { ttl })
+    async save(session: Session): Promise<string> {
+      const key = randomBytes(32)
+      sealed.set(session.id, await seal(session, ticketRing(key)), { ttl: ttlOf(session) })
       return `${session.id}.${Buffer.from(key).toString('base64url')}`
+    },
+    async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession> {
+      const ticket = parse(from.value)
+      if (ticket === null || ticket.id !== from.session.id) throw new Error('not a ticket of this store')
+      const running = writing.get(ticket.id)
+      if (running !== undefined) return running
+      const write = (async () => {
+        const now = await current(from.value)
+        // Superseded already (another request wrote the entry since): the newest state, unchanged.
+        if (now !== null && now !== from) return now
+        const session = await change(from.session)
+        const blob = await seal(session, ticketRing(ticket.key))
+        sealed.set(ticket.id, blob, { ttl: ttlOf(session) })
+        const loaded = { session, value: from.value, renew: false }
+        cache.set(from.value, { blob, loaded })
+        return loaded
+      })()
+      writing.set(ticket.id, write)
+      const settled = (): void => {
+        writing.delete(ticket.id)
+      }
+      write.then(settled, settled)
+      return write
     },
     async clear(cookieValue: string) {
       // Only the whole ticket ends the entry: its id alone (a cookie with another key) clears nothing.
       const ticket = parse(cookieValue)
       const blob = ticket === null ? undefined : sealed.peek(ticket.id)
-      if (ticket !== null && blob !== undefined && (await openEntry(ticket, blob)) !== null) sealed.delete(ticket.id)
+      if (ticket !== null && blob !== undefined && (await openEntry(ticket, blob)) !== null) {
+        sealed.delete(ticket.id)
+        cache.delete(cookieValue)
+      }
     },
   }
 }

@@ -2,15 +2,16 @@ import { hash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 
 /**
- * Hot-path cache of opened cookie values (DESIGN.md §10): a given cookie value is decrypted at most
- * once per `ttl`. Keyed by a SHA-256 of the value so the cache never holds the cookie itself; bounded
- * in entries. Misses (values that did not open) are cached too, so garbage is not re-decrypted.
+ * Hot-path cache of opened cookie values: a given cookie value is decrypted at most once while its
+ * entry lives. Keyed by a SHA-256 of the value so the cache never holds a cookie a client sent;
+ * bounded in entries. Misses (values that did not open) are cached too, so garbage is not
+ * re-decrypted. An entry lives `ttlMs` after its last use (a value in use stays).
  */
 export class OpenCache<T> {
   readonly #lru: LRUCache<string, { value: T | null }>
 
   constructor(opts: { max: number; ttlMs: number }) {
-    this.#lru = new LRUCache({ max: opts.max, ttl: opts.ttlMs, ttlAutopurge: false })
+    this.#lru = new LRUCache({ max: opts.max, ttl: opts.ttlMs, updateAgeOnGet: true, ttlAutopurge: false })
   }
 
   static keyOf(value: string): string {
@@ -25,6 +26,16 @@ export class OpenCache<T> {
     const opened = await open(value)
     this.#lru.set(key, { value: opened })
     return opened
+  }
+
+  /** What a value opened to: undefined when it is not cached (null when it did not open). */
+  get(value: string): T | null | undefined {
+    return this.#lru.get(OpenCache.keyOf(value))?.value
+  }
+
+  /** Remember what a value opens to, without opening it (a value this process just sealed). */
+  set(value: string, opened: T): void {
+    this.#lru.set(OpenCache.keyOf(value), { value: opened })
   }
 
   delete(value: string): void {

@@ -13,21 +13,37 @@ export interface RevocationList {
   /** Every session of `sub` created before `before` (ms). */
   revokeSubBefore(sub: string, before: number): Promise<void>
   isRevoked(session: { readonly id: string; readonly sid: string | undefined; readonly sub: string; readonly createdAt: number }): Promise<boolean>
+  /**
+   * Be told when anything is revoked (open WebSockets end with their session at once); returns the
+   * function that stops it.
+   */
+  subscribe(listener: () => void): () => void
 }
 
 export function createMemoryRevocations(opts: { ttlMs: number; max?: number }): RevocationList {
   // One LRU, keys prefixed by kind; the value is the cut-off time for `sub` entries (1 for the others).
   const lru = new LRUCache<string, number>({ max: opts.max ?? 100_000, ttl: opts.ttlMs })
+  const listeners = new Set<() => void>()
+  const revoked = (): void => {
+    for (const listener of listeners) listener()
+  }
   return {
     async revokeSession(id) {
       lru.set(`id:${id}`, 1)
+      revoked()
     },
     async revokeSid(sid) {
       lru.set(`sid:${sid}`, 1)
+      revoked()
     },
     async revokeSubBefore(sub, before) {
       const prior = lru.get(`sub:${sub}`)
       lru.set(`sub:${sub}`, prior === undefined ? before : Math.max(prior, before))
+      revoked()
+    },
+    subscribe(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
     },
     async isRevoked(s) {
       if (lru.size === 0) return false

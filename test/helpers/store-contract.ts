@@ -8,7 +8,10 @@
  * - `load()` returns null, and never throws, for anything that is not a live session of this store:
  *   another store's value (other secret), garbage, empty, truncated or tampered values, and sessions
  *   past their absolute lifetime or idle timeout (DESIGN.md §5);
- * - `clear()` never throws, and `load()` after it never throws.
+ * - `clear()` never throws, and `load()` after it never throws;
+ * - `update()` writes a loaded state's next state once however many callers ask at the same time, a
+ *   superseded state gets the newest one without another write, a failed write is not remembered, and
+ *   the value a client kept loads the newest state (its idle clock included).
  *
  * Time comes from a fake clock the suite hands to `makeStore`, so nothing sleeps.
  */
@@ -271,6 +274,46 @@ export function runStoreContract(t: Test, name: string, makeStore: MakeStore): P
       } else {
         t.equal(after, null, 'server-side store: a cleared session is gone')
       }
+    })
+
+    t.test('update: one write per state, shared; the kept value loads the newest state', async (t) => {
+      const { clock, store } = await setup()
+      const session = fullSession(clock.now())
+      const value = await store.save(session)
+      const loaded = await store.load(value)
+      if (loaded === null) throw new Error('a saved session must load')
+      clock.advance(3600_000)
+      let calls = 0
+      const change = async (s: Session): Promise<Session> => {
+        calls++
+        return { ...s, lastSeenAt: clock.now(), accessToken: `access-token-${calls}` }
+      }
+      const results = await Promise.all(Array.from({ length: 20 }, () => store.update(loaded, change)))
+      t.equal(calls, 1, 'twenty concurrent updates of one state: one write')
+      t.equal(new Set(results.map((r) => r.value)).size, 1, 'one value for all of them')
+      const next = results[0]
+      t.equal(next?.session.accessToken, 'access-token-1')
+      const again = await store.load(value)
+      t.equal(again?.session.accessToken, 'access-token-1', 'the kept value loads the new state')
+      t.equal(again?.value, next?.value, 'and names the value that holds it now')
+      t.equal((await store.update(loaded, change)).session.accessToken, 'access-token-1', 'a superseded state: the newest one')
+      t.equal(calls, 1, 'without another write')
+      clock.advance(CONTRACT_LIMITS.idleTimeout - 1)
+      t.ok(await store.load(value), 'the idle clock counts from the update, also for the kept value')
+      clock.advance(1)
+      t.equal(await store.load(value), null, 'and ends idleTimeout after it')
+    })
+
+    t.test('update: a failed write reaches its callers and is not remembered', async (t) => {
+      const { clock, store } = await setup()
+      const value = await store.save(fullSession(clock.now()))
+      const loaded = await store.load(value)
+      if (loaded === null) throw new Error('a saved session must load')
+      const failing = () => Promise.reject(new Error('provider down'))
+      const both = await Promise.allSettled([store.update(loaded, failing), store.update(loaded, failing)])
+      t.same(both.map((r) => r.status), ['rejected', 'rejected'], 'both callers see the failure')
+      const ok = await store.update(loaded, (s) => ({ ...s, accessToken: 'after-the-outage' }))
+      t.equal(ok.session.accessToken, 'after-the-outage', 'the next write runs')
     })
   }).then(() => undefined)
 }

@@ -15,7 +15,7 @@ import { configFor, TEST_SECRET } from '../helpers/config.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import { fakeClock } from '../helpers/clock.ts'
 import { createRuntime } from '../../src/runtime.ts'
-import { clearSessionCookies, setSessionCookies, setTransactionCookie } from '../../src/http/cookies.ts'
+import { clearSessionCookieLines, putCookies, sessionCookieLines, setTransactionCookie } from '../../src/http/cookies.ts'
 import { split } from '../../src/session/chunks.ts'
 import { seal } from '../../src/session/codec.ts'
 import { createKeyRing } from '../../src/session/keyring.ts'
@@ -101,7 +101,7 @@ t.test('the login transaction Set-Cookie: Path=/oauth2/, HttpOnly, Max-Age 600',
   t.notOk(c.attrs.has('secure'))
 })
 
-t.test('setSessionCookies and friends under an https publicUrl (Fastify inject)', async (t) => {
+t.test('session cookie lines and friends under an https publicUrl (Fastify inject)', async (t) => {
   const config = configFor({
     issuer: 'http://127.0.0.1:1',
     clientId: 'unit',
@@ -118,11 +118,11 @@ t.test('setSessionCookies and friends under an https publicUrl (Fastify inject)'
   await app.register(fastifyCookie)
   const big = 'A'.repeat(3801)
   app.get('/set', async (request, reply) => {
-    setSessionCookies(rt, request, reply, request.headers['x-big'] === '1' ? big : 'small-value', 43_200_000)
+    putCookies(reply, sessionCookieLines(rt, Object.keys(request.cookies), request.headers['x-big'] === '1' ? big : 'small-value', 43_200_000))
     return 'ok'
   })
   app.get('/clear', async (request, reply) => {
-    clearSessionCookies(rt, request, reply)
+    putCookies(reply, clearSessionCookieLines(rt, Object.keys(request.cookies)))
     return 'ok'
   })
   app.get('/tx', async (_request, reply) => {
@@ -258,17 +258,46 @@ t.test('session lifetimes on the proxy clock: idle timeout and absolute lifetime
   const renewed = active.setCookies.find((c) => c.startsWith('_portcullis='))
   t.ok(renewed, 'activity re-sealed the cookie with a new idle clock')
   clock.advance(120_000)
-  const stale = await api(`${proxy.url}/active`, cookie)
-  t.equal(stale.status, 401, 'the old cookie value (idle clock at login) is idle by now')
+  // Issue #8: a client that keeps the login cookie (a forward-auth controller dropping Set-Cookie, an
+  // API script) is served the newest state of its session, and handed its cookie again.
+  const kept = await api(`${proxy.url}/active`, cookie)
+  t.equal(kept.status, 200, 'the login cookie value, kept: served as the newest state (its idle clock moved)')
+  const given = kept.setCookies.find((c) => c.startsWith('_portcullis='))?.split(';')[0]
+  t.ok(given !== undefined && given !== cookie && given !== (renewed as string).split(';')[0], 'and given the newest value (the idle clock moved again)')
   const later = await api(`${proxy.url}/active`, (renewed as string).split(';')[0] as string)
   // Activity moves the idle clock (the cookie is re-sealed at most once a minute), so an active user is
   // not signed out `idleTimeout` after login.
   t.equal(later.status, 200, 'two minutes after the last request, the session is not idle')
+  clock.advance(idleTimeout)
+  t.equal((await api(`${proxy.url}/active`, (renewed as string).split(';')[0] as string)).status, 401, 'idleTimeout without a request: idle')
+  t.equal((await api(`${proxy.url}/active`, cookie)).status, 401, 'the kept login value too')
 
-  clock.set(clock.now() + maxAge)
-  const expired = await navigate(`${proxy.url}/active`, cookie)
-  t.equal(expired.status, 302, 'past maxAge: no session, whatever the activity')
-  t.strictSame(deleted(expired), ['_portcullis'], 'and the expired cookie is cleared')
+  t.strictSame(deleted(await navigate(`${proxy.url}/active`, cookie)), ['_portcullis'], 'and the idle cookie is cleared')
+})
+
+t.test('absolute lifetime: past maxAge no activity keeps a session', async (t) => {
+  const clock = fakeClock()
+  const stack = await startStack(t, {
+    runtime: { clock },
+    provider: { accessTokenTtl: 86_400, idTokenTtl: 86_400 },
+    overrides: { session: { idleTimeout: '10m', maxAge: '1h' } },
+  })
+  const { proxy } = stack
+  const { value } = await loggedIn(stack)
+  const cookie = `_portcullis=${value}`
+  let current = cookie
+  for (let minute = 9; minute < 60; minute += 9) {
+    clock.advance(9 * 60_000)
+    const res = await api(`${proxy.url}/active`, current)
+    t.equal(res.status, 200, `active at minute ${minute}`)
+    current = res.setCookies.find((c) => c.startsWith('_portcullis='))?.split(';')[0] ?? current
+  }
+  clock.set(clock.now() + 6 * 60_000)
+  for (const [name, c] of [['the newest cookie', current], ['the login cookie', cookie]]) {
+    const expired = await navigate(`${proxy.url}/active`, c as string)
+    t.equal(expired.status, 302, `${name} past maxAge: no session, whatever the activity`)
+    t.strictSame(deleted(expired), ['_portcullis'], 'and the expired cookie is cleared')
+  }
 })
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,17 +1,12 @@
 import type { FastifyInstance } from 'fastify'
-import type { IncomingHttpHeaders } from 'node:http'
-import { normalizePath } from '../../policy/path.ts'
-import type { Route } from '../../policy/routes.ts'
-import type { Session } from '../../session/model.ts'
-import type { Runtime } from '../../runtime.ts'
 import type { RuntimeHolder } from '../context.ts'
-import { authenticate, freshen } from '../pipeline.ts'
-import { sendUnauthenticated } from '../errors.ts'
+import { CHECK_LABEL } from '../forward-auth.ts'
+import type { FastifyLane } from '../fastify-lane.ts'
 
 /**
  * GET {prefix}/auth: the forward-auth check for the nginx family (ingress-nginx `auth-url`, plain
- * nginx `auth_request`; DESIGN.md §2, ECOSYSTEM.md §0–1). It answers only 200, 401 or 403, because
- * nginx turns any other status into a 500:
+ * nginx `auth_request`). It answers only 200, 401 or 403, because nginx turns any other status into
+ * a 500:
  * - 200 with every configured identity header (empty when unknown, so a client's copy is overwritten),
  *   and the re-sealed session cookie when it moved (nginx can pass the first `Set-Cookie` on);
  * - 401 when there is no valid session (nginx then sends the browser to `auth-signin`), also while
@@ -20,86 +15,11 @@ import { sendUnauthenticated } from '../errors.ts'
  * The original request is read from `X-Original-URL` only when a peer in `server.trustedProxies` sent
  * it: a route it matches that is public is allowed without a session; any other URL needs one. The
  * check's own query is ignored (Caddy appends the original query to it).
- * Answered in the fast lane (`http/fast-lane.ts`) when the session needs nothing written.
+ * The decision is the pipeline's (`decide(…, 'check')` in `http/pipeline.ts`); the fast lane answers
+ * GET here before Fastify, this route the rest (HEAD, and everything while the fast lane is off).
  */
-export const CHECK_LABEL = 'auth:check'
-
-export function registerAuthCheck(app: FastifyInstance, holder: RuntimeHolder): void {
+export function registerAuthCheck(app: FastifyInstance, holder: RuntimeHolder, lane: FastifyLane): void {
   app.get(`${holder.current.prefix}/auth`, { config: { kind: 'auth', label: CHECK_LABEL } }, async (request, reply) => {
-    const rt = request.portcullis.runtime
-    const original = originalRoute(rt, request.headers, request.socket.remoteAddress ?? '')
-    if (original === 'invalid') {
-      return reply
-        .code(403)
-        .header('cache-control', 'no-store')
-        .type('application/json; charset=utf-8')
-        .send({ error: 'FORBIDDEN', message: 'The original URL is not valid.', requestId: request.id })
-    }
-    if (original?.public === true) return reply.code(200).headers(allowHeaders(rt, null)).send()
-    let session: Session | null = null
-    try {
-      const found = await authenticate(rt, request, reply)
-      session = found === null ? null : await freshen(rt, request, reply, found.session, found.value)
-    } catch (err) {
-      // The provider is down and the session's token has expired (a 503 on a proxied route): nginx
-      // only takes 200/401/403, so this is a refusal; the sign-in page then explains the outage.
-      request.portcullis.error = err
-    }
-    if (session === null) return sendUnauthenticated(request, reply, rt.publicUrl.host)
-    request.portcullis.session = session
-    request.portcullis.identity = { sub: session.sub, claims: session.claims }
-    return reply.code(200).headers(allowHeaders(rt, session)).send()
+    await lane.carryOut(request, reply, 'check')
   })
 }
-
-/**
- * The headers of a 200: every identity header (empty for a public route), the access token where the
- * operator asked for it, and no caching (a shared cache must not hand one user's identity to another).
- */
-export function allowHeaders(rt: Runtime, session: Session | null): Record<string, string> {
-  const out: Record<string, string> = { 'cache-control': 'no-store', ...rt.identityHeaders(session === null ? null : { sub: session.sub, claims: session.claims }) }
-  if (session !== null && rt.config.identity.passAccessToken) out['x-auth-request-access-token'] = session.accessToken
-  if (session !== null && rt.config.identity.passAuthorizationHeader) out.authorization = `Bearer ${session.accessToken}`
-  return out
-}
-
-/**
- * `allowHeaders` as a flat `[name, value, ...]` list for `writeHead`, built once per session object
- * (the open-cache hands the same one to every request with the same cookie) and runtime.
- */
-export function allowPairs(rt: Runtime, session: Session | null): readonly string[] {
-  const key: object = session ?? rt
-  const known = PAIRS.get(key)
-  if (known !== undefined && known.rt === rt) return known.pairs
-  const pairs = Object.entries(allowHeaders(rt, session)).flat()
-  PAIRS.set(key, { rt, pairs })
-  return pairs
-}
-const PAIRS = new WeakMap<object, { readonly rt: Runtime; readonly pairs: readonly string[] }>()
-
-/**
- * The route of the request being checked, from `X-Original-URL` (absolute, as ingress-nginx sends
- * it) when a trusted proxy sent it; null when there is none to go by (then a session is required);
- * 'invalid' when it is not a plain absolute http(s) URL or its path cannot be normalized safely.
- * The authority and path are taken from the header as written, not through `new URL()`: a URL parser
- * turns `\` into `/`, resolves dot segments and decodes the host, so `/private/x\..\..\public/`
- * would match a public route while nginx sends it to the app as it is. Userinfo (`a@host`) and
- * anything `normalizePath` refuses make it invalid; a path that normalization would change is matched
- * to no route (a session is required).
- */
-export function originalRoute(rt: Runtime, headers: IncomingHttpHeaders, peer: string): Route | null | 'invalid' {
-  const given = headers['x-original-url']
-  if (typeof given !== 'string' || !rt.isTrustedProxy(peer)) return null
-  const m = ORIGINAL_URL.exec(given)
-  if (m === null) return 'invalid'
-  const raw = m[2] ?? '/'
-  const path = normalizePath(raw)
-  if (path === null) return 'invalid'
-  // The app behind the ingress gets the path as written. One that normalizes to something else
-  // (`/private/%2e%2e/public`) may be read either way there, so it is no public route's: the
-  // check then asks for a session, whatever route the normalized form would match.
-  if (path !== raw) return null
-  return rt.routes.match(m[1] as string, path)
-}
-/** scheme://authority[/path][?query][#fragment]; the authority without userinfo, `\` or spaces. */
-const ORIGINAL_URL = /^https?:\/\/([^/?#@\\\s]+)(\/[^?#]*)?(?:[?#].*)?$/i

@@ -5,7 +5,7 @@ import { completeLogin } from '../../oidc/callback.ts'
 import { safeCode } from '../../oidc/errors.ts'
 import { expiresAt, sessionFromTokens } from '../../session/model.ts'
 import { openTransaction, txCookieName } from '../../session/transaction.ts'
-import { clearTransactionCookie, setSessionCookies } from '../cookies.ts'
+import { clearTransactionCookie, putCookies, sessionCookieLines } from '../cookies.ts'
 import { readSessionCookie } from '../credentials.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
@@ -48,7 +48,7 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
     const previous = readSessionCookie(request, rt.config.session.cookieName)
     if (previous !== null) await rt.sessions.clear(previous)
     const session = sessionFromTokens(tokens, now, rt.keepClaims, rt.newSessionId())
-    setSessionCookies(rt, request, reply, await rt.sessions.save(session), expiresAt(session, rt.limits) - now)
+    putCookies(reply, sessionCookieLines(rt, Object.keys(request.cookies), await rt.sessions.save(session), expiresAt(session, rt.limits) - now))
     request.portcullis.identity = { sub: session.sub, claims: session.claims }
     return reply.code(302).header('location', tx.rd).header('cache-control', 'no-store').send()
   })

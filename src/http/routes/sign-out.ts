@@ -2,10 +2,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../../errors.ts'
 import { endSessionUrl } from '../../oidc/logout.ts'
 import { validateRedirect } from '../../policy/redirects.ts'
-import { clearSessionCookies } from '../cookies.ts'
+import { clearSessionCookieLines, putCookies } from '../cookies.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { registerFormScope } from '../forms.ts'
-import { authenticate, endSession } from '../pipeline.ts'
+import { openSession } from '../pipeline.ts'
 import { readQuery, single } from '../query.ts'
 
 /**
@@ -25,18 +25,16 @@ export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): vo
       rd = validateRedirect(rdRaw, rt.publicUrl, rt.config.redirects.allowedDomains)
       if (rd === null) throw new PortcullisError('REDIRECT_REJECTED', 'The address to return to after signing out is not allowed.')
     }
-    const found = await authenticate(rt, request, reply)
-    if (found !== null) {
-      await rt.revocations.revokeSession(found.session.id)
-      await endSession(rt, request, reply, found.value)
-    } else {
-      clearSessionCookies(rt, request, reply)
-    }
+    const found = await openSession(rt, request.headers)
+    const session = found.loaded?.session ?? null
+    if (session !== null) await rt.revocations.revokeSession(session.id)
+    for (const value of new Set([found.sent, found.loaded?.value])) if (typeof value === 'string') await rt.sessions.clear(value)
+    putCookies(reply, clearSessionCookieLines(rt, Object.keys(request.cookies)))
     let location = rd ?? rt.postLogoutRedirect ?? new URL('/', rt.publicUrl).href
     if (rt.provider.ready) {
       const postLogout = rt.postLogoutRedirect ?? rd ?? undefined
       const url = endSessionUrl(rt.provider.get(), {
-        idTokenHint: found?.session.idToken || undefined, // '' when the ID token did not fit the cookie
+        idTokenHint: session?.idToken || undefined, // '' when the ID token did not fit the cookie
         postLogoutRedirectUri: postLogout,
       })
       if (url !== null) location = url

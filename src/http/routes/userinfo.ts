@@ -1,7 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import { claimText } from '../../policy/identity.ts'
 import type { RuntimeHolder } from '../context.ts'
+import type { Note } from '../decision.ts'
 import { authenticate } from '../pipeline.ts'
+import { putCookies } from '../cookies.ts'
+import { writeNotes } from '../notes.ts'
 
 /**
  * GET {prefix}/userinfo: the current user's identity as JSON. Claims only; never a token
@@ -10,7 +13,11 @@ import { authenticate } from '../pipeline.ts'
 export function registerUserinfo(app: FastifyInstance, holder: RuntimeHolder): void {
   app.get(`${holder.current.prefix}/userinfo`, { config: { kind: 'auth', label: 'auth:userinfo' } }, async (request, reply) => {
     const rt = request.portcullis.runtime
-    const session = (await authenticate(rt, request, reply))?.session ?? null
+    const notes: Note[] = []
+    const found = await authenticate(rt, { headers: request.headers, now: rt.clock.now() }, notes)
+    writeNotes(request.log, notes)
+    putCookies(reply, found.setCookie)
+    const session = found.loaded?.session ?? null
     void reply.header('cache-control', 'no-store')
     if (session === null) {
       return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'UNAUTHENTICATED', message: 'Not signed in.', requestId: request.id })

@@ -72,3 +72,41 @@ t.test('the open cache does not keep an expired session alive', async (t) => {
   clock.advance(CONTRACT_LIMITS.idleTimeout)
   t.equal(await store.load(value), null, 'lifetimes are checked on every load, cache hit or not')
 })
+
+t.test('update seals once; a client that keeps the old value is given the new one', async (t) => {
+  const clock = fakeClock()
+  const store = createCookieStore({ ring: createKeyRing([CONTRACT_SECRET], 'session'), limits: CONTRACT_LIMITS, clock })
+  const session = fullSession(clock.now())
+  const old = await store.save(session)
+  let at = (await store.load(old))!
+  const values = [old]
+  // An hour of a client that never stores a cookie: the idle clock moves once a minute, each time
+  // from whatever the old value now loads as.
+  for (let minute = 1; minute <= 60; minute++) {
+    clock.advance(60_000)
+    const seen = (await store.load(old))!
+    t.equal(seen.value, at.value, `minute ${minute}: the old value loads the newest state`)
+    at = await store.update(seen, (s) => ({ ...s, lastSeenAt: clock.now() }))
+    values.push(at.value)
+  }
+  t.equal(new Set(values).size, 61, 'one new value per window')
+  t.equal((await store.load(old))?.session.lastSeenAt, clock.now(), 'sixty updates later, still the newest')
+  t.equal((await store.load(values[30] as string))?.value, at.value, 'a value from the middle of the chain too')
+  clock.advance(CONTRACT_LIMITS.idleTimeout - 1)
+  t.ok(await store.load(old), 'active for an hour on the login cookie: the session is not idle')
+})
+
+t.test('key rotation through update: the new value is sealed with the first secret', async (t) => {
+  const clock = fakeClock()
+  const before = createCookieStore({ ring: createKeyRing([OLD], 'session'), limits: CONTRACT_LIMITS, clock })
+  const after = createCookieStore({ ring: createKeyRing([NEW, OLD], 'session'), limits: CONTRACT_LIMITS, clock })
+  const onlyNew = createCookieStore({ ring: createKeyRing([NEW], 'session'), limits: CONTRACT_LIMITS, clock })
+  const sent = await before.save(fullSession(clock.now()))
+  const loaded = (await after.load(sent))!
+  t.equal(loaded.renew, true)
+  const [a, b] = await Promise.all([after.update(loaded, (s) => s), after.update(loaded, (s) => s)])
+  t.equal(a.value, b.value, 'one re-seal for concurrent requests')
+  t.equal(a.renew, false)
+  t.equal((await after.load(sent))?.value, a.value, 'the old value now names the re-sealed one')
+  t.ok(await onlyNew.load(a.value), 'which opens without the old secret')
+})

@@ -74,7 +74,8 @@ t.test('save with the current ticket updates in place: the same value, and the n
   const { clock, store } = setup()
   const session = fullSession(clock.now())
   const value = await store.save(session)
-  t.strictSame((await store.load(value))?.session, session, 'loaded (and now in the open cache)')
+  const first = await store.load(value)
+  t.strictSame(first?.session, session, 'loaded (and now in the open cache)')
 
   clock.advance(280_000)
   const refreshed: Session = {
@@ -85,34 +86,38 @@ t.test('save with the current ticket updates in place: the same value, and the n
     accessExpiresAt: clock.now() + 300_000,
     lastSeenAt: clock.now(),
   }
-  t.equal(await store.save(refreshed, value), value, 'the same ticket: no cookie to rewrite')
+  t.equal((await store.update(first!, () => refreshed)).value, value, 'the same ticket: no cookie to rewrite')
   const loaded = await store.load(value)
   t.strictSame(loaded?.session, refreshed, 'the updated session, not the cached stale one')
   t.equal(loaded?.renew, false)
 
   clock.advance(60_000)
   const again: Session = { ...refreshed, accessToken: 'access-token-SECOND-refresh', lastSeenAt: clock.now() }
-  t.equal(await store.save(again, value), value, 'a second update: still the same ticket')
+  t.equal((await store.update(loaded!, () => again)).value, value, 'a second update: still the same ticket')
   t.equal((await store.load(value))?.session.accessToken, 'access-token-SECOND-refresh')
   t.equal((await store.load(value))?.session.lastSeenAt, clock.now(), 'the idle clock moved with it')
 })
 
-t.test('save with a current ticket that is not this session\'s: a new ticket, the other session untouched', async (t) => {
+t.test('update: once per loaded state; a superseded state gets the newest one, and change is not called', async (t) => {
   const { clock, store } = setup()
-  const a = nth(clock.now(), 1)
-  const b = nth(clock.now(), 2)
-  const va = await store.save(a)
-  const vb = await store.save(b, va)
-  t.not(vb, va, 'a new ticket')
-  t.equal(parts(vb).id, b.id)
-  t.not(parts(vb).key, parts(va).key, 'with its own key, not the other session\'s')
-  t.strictSame((await store.load(va))?.session, a, 'the other session is unchanged')
-  t.strictSame((await store.load(vb))?.session, b)
-  for (const current of ['', 'hello', `${b.id}.short`]) {
-    const v = await store.save(nth(clock.now(), 3), current)
-    t.match(v, TICKET, `current ${JSON.stringify(current)}: a fresh ticket`)
-    t.equal((await store.load(v))?.session.sub, 'user-0003')
+  const session = nth(clock.now(), 1)
+  const value = await store.save(session)
+  const loaded = (await store.load(value))!
+  let calls = 0
+  const change = async (s: Session): Promise<Session> => {
+    calls++
+    return { ...s, accessToken: `access-token-update-${calls}` }
   }
+  const results = await Promise.all(Array.from({ length: 10 }, () => store.update(loaded, change)))
+  t.equal(calls, 1, 'ten concurrent updates of one state: one write')
+  t.same(new Set(results.map((r) => r.session.accessToken)), new Set(['access-token-update-1']), 'all of them get it')
+  const later = await store.update(loaded, change)
+  t.equal(calls, 1, 'the old state again: no second write')
+  t.equal(later.session.accessToken, 'access-token-update-1', 'the newest state instead')
+  await t.rejects(store.update({ ...loaded, value: 'not-a-ticket' }, change), 'a value that is no ticket of this store')
+  const failing = (await store.load(value))!
+  await t.rejects(store.update(failing, async () => Promise.reject(new Error('provider down'))), /provider down/)
+  t.equal((await store.update(failing, change)).session.accessToken, 'access-token-update-2', 'a failed write is not remembered: the next one runs')
 })
 
 t.test('a save without the current ticket re-keys the entry: the old ticket never opens the new or the old session', async (t) => {
@@ -127,7 +132,7 @@ t.test('a save without the current ticket re-keys the entry: the old ticket neve
   t.equal(await store.load(old), null, 'one entry per session: the old key opens nothing, no stale copy either')
 })
 
-t.test('concurrent load and in-place save: the load after both sees the saved session', async (t) => {
+t.test('concurrent load and in-place update: the load after both sees the updated session', async (t) => {
   const { clock, store } = setup()
   const stale: number[] = []
   for (let i = 0; i < 40; i++) {
@@ -136,8 +141,10 @@ t.test('concurrent load and in-place save: the load after both sees the saved se
     const updated: Session = { ...session, accessToken: `access-token-updated-${i}` }
     // Both start before either finishes, in both orders: the open cache must not keep what the load
     // opened from the entry the save has just replaced.
-    const [saved] = i % 2 === 0 ? await Promise.all([store.save(updated, value), store.load(value)]) : (await Promise.all([store.load(value), store.save(updated, value)])).reverse()
-    t.equal(saved, value)
+    const loaded = (await store.load(value))!
+    const [saved] =
+      i % 2 === 0 ? await Promise.all([store.update(loaded, () => updated), store.load(value)]) : (await Promise.all([store.load(value), store.update(loaded, () => updated)])).reverse()
+    t.equal((saved as { value: string }).value, value)
     if ((await store.load(value))?.session.accessToken !== updated.accessToken) stale.push(i)
   }
   t.strictSame(stale, [], 'never the session from before the save')
@@ -234,9 +241,11 @@ t.test('entry lifetime: a session past maxAge is null, even when active', async 
   let current = session
   for (let h = 1; h < CONTRACT_LIMITS.maxAge / 3600_000; h++) {
     clock.advance(3600_000)
-    t.ok(await store.load(value), `${h} h`)
+    const loaded = await store.load(value)
+    t.ok(loaded, `${h} h`)
     current = { ...current, lastSeenAt: clock.now() }
-    t.equal(await store.save(current, value), value)
+    const next = current
+    t.equal((await store.update(loaded!, () => next)).value, value)
   }
   clock.set(session.createdAt + CONTRACT_LIMITS.maxAge - 1)
   t.ok(await store.load(value), 'one millisecond before maxAge')
@@ -263,8 +272,9 @@ t.test('entry TTL = the remaining absolute lifetime, at every save', async (t) =
   const fresh = nth(clock.now(), 1)
   const value = await store.save(fresh)
   t.strictSame(ttls.at(-1), { key: fresh.id, ttl: CONTRACT_LIMITS.maxAge }, 'a new session: the whole maxAge')
+  const loaded = (await store.load(value))!
   clock.advance(5 * 3600_000)
-  t.equal(await store.save({ ...fresh, lastSeenAt: clock.now() }, value), value)
+  t.equal((await store.update(loaded, (s) => ({ ...s, lastSeenAt: clock.now() }))).value, value)
   t.strictSame(ttls.at(-1), { key: fresh.id, ttl: CONTRACT_LIMITS.maxAge - 5 * 3600_000 }, 'an update 5 h later: 5 h less, not a new maxAge')
 
   const old = fullSession(clock.now(), { id: 'session-id-old-0123456789', createdAt: clock.now() - CONTRACT_LIMITS.maxAge + 60_000 })

@@ -1,0 +1,80 @@
+import type { Server, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+
+/**
+ * A clean drain, the way nginx and Envoy drain: the server stops accepting; connections that are
+ * idle (a finished keep-alive exchange, or a browser's preconnect that never sent a request) are
+ * closed at once; requests in flight finish, each with `Connection: close`, and their connection
+ * closes after them. `cut()` ends whatever is still open when the bound runs out. WebSockets are not
+ * tracked here: they leave this list at their upgrade (`http/tunnel.ts` closes them with 1001).
+ */
+export interface ConnectionTracker {
+  /** Start draining: idle connections close now; busy ones after their response. */
+  drain(): void
+  /** Destroy every connection still open (the shutdown bound has passed); returns how many. */
+  cut(): number
+  /** Open connections (not counting WebSockets). */
+  readonly size: number
+}
+
+export function trackConnections(server: Server): ConnectionTracker {
+  /** Each open connection and its responses in flight. */
+  const sockets = new Map<Socket, Set<ServerResponse>>()
+  let draining = false
+
+  /** After its last response: end the connection once what was written is flushed. */
+  const closeIfIdle = (socket: Socket): void => {
+    const busy = sockets.get(socket)
+    if (busy === undefined || busy.size > 0) return
+    socket.end()
+    setTimeout(() => socket.destroy(), 1_000).unref()
+  }
+  const onRequest = (req: { socket: Socket }, res: ServerResponse): void => {
+    const socket = req.socket
+    let busy = sockets.get(socket)
+    if (busy === undefined) {
+      busy = new Set()
+      sockets.set(socket, busy)
+    }
+    busy.add(res)
+    if (draining) res.shouldKeepAlive = false
+    const done = (): void => {
+      busy.delete(res)
+      if (draining) closeIfIdle(socket)
+    }
+    res.once('finish', done)
+    res.once('close', done)
+  }
+
+  server.on('connection', (socket: Socket) => {
+    sockets.set(socket, new Set())
+    socket.once('close', () => sockets.delete(socket))
+  })
+  server.prependListener('request', onRequest)
+  server.prependListener('checkContinue', onRequest)
+  // An upgraded connection belongs to its WebSocket from here on.
+  server.prependListener('upgrade', (_req, socket: Socket) => sockets.delete(socket))
+
+  return {
+    drain() {
+      draining = true
+      for (const [socket, busy] of sockets) {
+        if (busy.size === 0) {
+          socket.destroy()
+          continue
+        }
+        // In flight: its answer says the connection closes (Node writes `Connection: close` and
+        // ends the socket after it); an answer already under way ends its connection when done.
+        for (const res of busy) if (!res.headersSent) res.shouldKeepAlive = false
+      }
+    },
+    cut() {
+      const n = sockets.size
+      for (const socket of sockets.keys()) socket.destroy()
+      return n
+    },
+    get size() {
+      return sockets.size
+    },
+  }
+}

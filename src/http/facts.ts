@@ -1,0 +1,62 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import { normalizePath } from '../policy/path.ts'
+
+/**
+ * The plain data the pipeline decides on: what a request is, taken from Node's raw request the same
+ * way by both lanes (the fast lane and the Fastify path) and by the WebSocket upgrade handler. Nothing
+ * here knows Fastify.
+ */
+export interface RequestFacts {
+  readonly method: string
+  /** The client's Host header. */
+  readonly host: string | undefined
+  /** The normalized path (no query); null when the path cannot be normalized safely (a 400). */
+  readonly path: string | null
+  /** The request target as it goes upstream: the normalized path and the client's query as sent. */
+  readonly target: string
+  /**
+   * The request's headers. Step 1 of the pipeline strips them in place: every later reader (the
+   * proxy step, Portcullis's own routes) sees only what a client may send.
+   */
+  readonly headers: IncomingHttpHeaders
+  /** The TCP peer's address ('' when unknown). */
+  readonly peer: string
+  readonly requestId: string
+  /** When the request is decided, in ms (the runtime's clock). */
+  readonly now: number
+  /** A WebSocket (or other protocol) upgrade handshake. */
+  readonly upgrade: boolean
+}
+
+/** A request target split and normalized: the path routes see, and the target sent upstream. */
+export interface Target {
+  /** Normalized path, or null when it cannot be normalized safely. */
+  readonly path: string | null
+  /** Normalized path + the raw query (the input itself when nothing changed). */
+  readonly target: string
+}
+
+/** Normalize a request target (`/a/../b?x` → path `/b`, target `/b?x`). */
+export function normalizeTarget(url: string): Target {
+  const q = url.indexOf('?')
+  const raw = q === -1 ? url : url.slice(0, q)
+  const path = normalizePath(raw)
+  if (path === null) return { path: null, target: url }
+  return { path, target: path === raw ? url : q === -1 ? path : path + url.slice(q) }
+}
+
+/** The facts of a raw request whose target was normalized (`normalizeTarget`). */
+export function factsOf(req: IncomingMessage, target: Target, requestId: string, now: number): RequestFacts {
+  return {
+    method: req.method ?? 'GET',
+    host: req.headers.host,
+    path: target.path,
+    target: target.target,
+    headers: req.headers,
+    peer: req.socket.remoteAddress ?? '',
+    requestId,
+    now,
+    // Set by Node's HTTP parser for requests it hands to the 'upgrade' event; not in @types/node.
+    upgrade: (req as { upgrade?: boolean }).upgrade === true,
+  }
+}

@@ -1,0 +1,103 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { PortcullisError } from '../errors.ts'
+import type { RequestContext, RuntimeHolder } from './context.ts'
+import type { Decision } from './decision.ts'
+import { execute } from './execute.ts'
+import { factsOf, normalizeTarget } from './facts.ts'
+import { logRequest } from './logging.ts'
+import { writeNotes } from './notes.ts'
+import { stripClientHeaders, type Decide, type Mode } from './pipeline.ts'
+import { CLIENT_CLOSED, type UpstreamPools } from './upstream.ts'
+
+/**
+ * The Fastify path: requests the fast lane hands over (`http/fast-lane.ts`): paths with a
+ * percent-escape left, Portcullis's own routes, methods the proxy does not take, and everything
+ * while the fast lane is off. Like the fast lane it decides nothing: a proxied request (and the
+ * forward-auth check) gets the pipeline's decision (`decide`), carried out on the raw response by
+ * the same `execute`. Portcullis's own routes get step 1 of the pipeline (strip) and then run their
+ * handlers.
+ */
+export const PATH_REJECTED = Symbol('portcullis.pathRejected')
+
+export interface FastifyLane {
+  /** The root `onRequest` hook. */
+  onRequest(request: FastifyRequest, reply: FastifyReply): Promise<void>
+  /** Decide `request` in `mode` and carry the decision out (the forward-auth check's handler). */
+  carryOut(request: FastifyRequest, reply: FastifyReply, mode: Mode): Promise<void>
+  /** The proxy route's preHandler: carry out a forward decision made in `onRequest`. */
+  forward(request: FastifyRequest, reply: FastifyReply): void
+}
+
+export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readonly pools: UpstreamPools; readonly decide: Decide }): FastifyLane {
+  const { holder, pools } = opts
+  const decisions = new WeakMap<FastifyRequest, Decision>()
+
+  /** Run the decision on the raw response; the access line comes from the onResponse hook. */
+  function run(request: FastifyRequest, reply: FastifyReply, decision: Decision): void {
+    const ctx = request.portcullis
+    void reply.hijack()
+    const res = reply.raw
+    execute(decision, pools, request.raw, res, (outcome) => {
+      if (outcome.logFields !== undefined) ctx.logFields = outcome.logFields
+      if (outcome.error !== undefined) ctx.error = outcome.error
+      // A response that never finishes (cut off mid-body, or the client left) gets no access line
+      // from Fastify's onResponse hook, which waits for 'finish': write it here once it is closed.
+      if (res.writableFinished) return
+      const unfinished = (): void => {
+        if (res.writableFinished) return
+        if (!res.headersSent) res.statusCode = CLIENT_CLOSED
+        logRequest(request, reply, ctx.error, ctx.logFields)
+      }
+      if (res.destroyed) unfinished()
+      else res.once('close', unfinished)
+    })
+  }
+
+  async function decideFor(request: FastifyRequest, mode: Mode): Promise<Decision> {
+    const ctx = request.portcullis
+    const rt = ctx.runtime
+    const decision = await opts.decide(rt, factsOf(request.raw, normalizeTarget(request.url), request.id, rt.clock.now()), mode)
+    record(ctx, decision)
+    if (decision.notes.length > 0) writeNotes(request.log, decision.notes)
+    return decision
+  }
+
+  return {
+    async onRequest(request, reply) {
+      const rt = holder.current
+      const config = request.routeOptions.config
+      const ctx: RequestContext = { runtime: rt, route: null, identity: null, session: null, label: config.label ?? 'unknown' }
+      request.portcullis = ctx
+      void reply.header('x-request-id', request.id)
+      if (config.kind === 'proxy') {
+        const decision = await decideFor(request, 'proxy')
+        if (decision.action === 'answer') run(request, reply, decision)
+        else decisions.set(request, decision)
+        return
+      }
+      // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers.
+      stripClientHeaders(rt, request.raw.headers)
+      if ((request.raw as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] === true) {
+        ctx.label = 'rejected'
+        throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
+      }
+    },
+    async carryOut(request, reply, mode) {
+      run(request, reply, await decideFor(request, mode))
+    },
+    forward(request, reply) {
+      const decision = decisions.get(request)
+      if (decision === undefined) throw new Error('the proxy route ran without a decision')
+      run(request, reply, decision)
+    },
+  }
+}
+
+/** What a decision tells the request's context (for the access line and Portcullis's routes). */
+function record(ctx: RequestContext, decision: Decision): void {
+  ctx.label = decision.label
+  ctx.route = decision.route
+  ctx.session = decision.session
+  ctx.identity = decision.session === null ? null : { sub: decision.session.sub, claims: decision.session.claims }
+  if (decision.error !== undefined) ctx.error = decision.error
+}
