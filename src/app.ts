@@ -187,10 +187,11 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
     throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
   })
-  app.all(REJECTED_TARGET, { config: { kind: 'auth', label: 'rejected' } }, async () => {
+  // Targets that cannot be normalized are routed here (`rewriteUrl`); the pipeline refuses them.
+  app.all(REJECTED_TARGET, { config: { kind: 'proxy', label: 'rejected' } }, async () => {
     throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
   })
-  registerProxy(app, fastifyLane)
+  registerProxy(app)
 
   return {
     fastify: app,

@@ -171,22 +171,42 @@ async function reload(file: string, env: Record<string, string | undefined>, log
   return runtime
 }
 
-function onSignals(log: Logger, stop: () => Promise<void>, reload?: () => void): void {
+/**
+ * SIGTERM / SIGINT drain (`App.drain`): the exit comes when the last connection has closed, at the
+ * latest `shutdownTimeout` after the signal (plus a moment to close what was cut), with code 0; 1
+ * only if closing itself failed. SIGHUP reloads.
+ */
+function onSignals(log: Logger, shutdownTimeoutMs: number, stop: (timeoutMs: number) => Promise<void>, reload?: () => void): void {
   let stopping = false
   const shutdown = (signal: string) => {
     if (stopping) return
     stopping = true
-    log.info({ signal }, 'shutting down: draining connections')
-    const force = setTimeout(() => process.exit(1), 25_000)
+    log.info({ signal, shutdownTimeoutMs }, 'shutting down: draining connections')
+    // A last resort, should closing itself hang.
+    const force = setTimeout(() => {
+      log.error('shutdown did not finish in time; exiting')
+      process.exit(1)
+    }, shutdownTimeoutMs + 5_000)
     force.unref()
-    stop().then(
+    stop(shutdownTimeoutMs).then(
       () => process.exit(0),
-      () => process.exit(1),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      },
     )
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
   if (reload !== undefined) process.on('SIGHUP', reload)
+}
+
+/** Drain the app, then release the runtime; log what had to be cut. */
+async function drain(log: Logger, app: App, runtime: () => Runtime, timeoutMs: number): Promise<void> {
+  const { cut } = await app.drain(timeoutMs)
+  if (cut > 0) log.warn({ cut }, 'connections still open at the shutdown timeout were cut')
+  runtime().close()
+  log.info('stopped')
 }
 
 async function run(file: string, env: Record<string, string | undefined>): Promise<number> {
@@ -207,10 +227,8 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
   log.info({ listen: loaded.config.server.listen, publicUrl: loaded.config.server.publicUrl }, 'portcullis listening')
   onSignals(
     log,
-    async () => {
-      await current.app.fastify.close()
-      current.runtime.close()
-    },
+    loaded.config.server.shutdownTimeout,
+    (timeoutMs) => drain(log, current.app, () => current.runtime, timeoutMs),
     () => {
       void reload(file, env, log, current).then((runtime) => {
         if (runtime === null) return
@@ -294,9 +312,8 @@ async function runDemo(port: number): Promise<number> {
       `  Upstream:  ${stack.upstream.url}  (echoes the identity headers it receives)\n` +
       `Press Ctrl+C to stop.\n\n`,
   )
-  onSignals(log, async () => {
-    await started.app.fastify.close()
-    started.runtime.close()
+  onSignals(log, result.config.server.shutdownTimeout, async (timeoutMs) => {
+    await drain(log, started.app, () => started.runtime, timeoutMs)
     await stack.close()
   })
   return new Promise<number>(() => {})

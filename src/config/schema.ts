@@ -72,6 +72,7 @@ const server = z.strictObject({
     .describe('Path prefix of the login, callback, sign-out and check endpoints'),
   trustedProxies: z.array(z.string()).default([]).describe('CIDRs whose X-Forwarded-* headers are believed; empty = none'),
   upstreamTimeout: duration('30s').describe('How long an upstream may take to send response headers, or pause while sending the body'),
+  shutdownTimeout: duration('20s').describe('On SIGTERM, how long requests in flight may take to finish before their connections are cut'),
 })
 
 const endpoints = z.strictObject({

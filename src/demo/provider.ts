@@ -774,6 +774,8 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
       initializeKeystore.call(provider, { keys })
     },
     close() {
+      // Closing twice (a test stops the provider to simulate an outage, then its teardown) is fine.
+      if (!server.listening) return Promise.resolve()
       return new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()))
         server.closeAllConnections()

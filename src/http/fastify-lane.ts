@@ -1,5 +1,4 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { PortcullisError } from '../errors.ts'
 import type { RequestContext, RuntimeHolder } from './context.ts'
 import type { Decision } from './decision.ts'
 import { execute } from './execute.ts'
@@ -24,13 +23,10 @@ export interface FastifyLane {
   onRequest(request: FastifyRequest, reply: FastifyReply): Promise<void>
   /** Decide `request` in `mode` and carry the decision out (the forward-auth check's handler). */
   carryOut(request: FastifyRequest, reply: FastifyReply, mode: Mode): Promise<void>
-  /** The proxy route's preHandler: carry out a forward decision made in `onRequest`. */
-  forward(request: FastifyRequest, reply: FastifyReply): void
 }
 
 export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readonly pools: UpstreamPools; readonly decide: Decide }): FastifyLane {
   const { holder, pools } = opts
-  const decisions = new WeakMap<FastifyRequest, Decision>()
 
   /** Run the decision on the raw response; the access line comes from the onResponse hook. */
   function run(request: FastifyRequest, reply: FastifyReply, decision: Decision): void {
@@ -56,7 +52,11 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
   async function decideFor(request: FastifyRequest, mode: Mode): Promise<Decision> {
     const ctx = request.portcullis
     const rt = ctx.runtime
-    const decision = await opts.decide(rt, factsOf(request.raw, normalizeTarget(request.url), request.id, rt.clock.now()), mode)
+    // A target that could not be normalized was routed to a placeholder (`rewriteUrl`): the pipeline
+    // decides on what the client sent.
+    const rejected = (request.raw as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] === true
+    const target = rejected ? { path: null, target: request.originalUrl } : normalizeTarget(request.url)
+    const decision = await opts.decide(rt, factsOf(request.raw, target, request.id, rt.clock.now()), mode)
     record(ctx, decision)
     if (decision.notes.length > 0) writeNotes(request.log, decision.notes)
     return decision
@@ -70,25 +70,15 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
       request.portcullis = ctx
       void reply.header('x-request-id', request.id)
       if (config.kind === 'proxy') {
-        const decision = await decideFor(request, 'proxy')
-        if (decision.action === 'answer') run(request, reply, decision)
-        else decisions.set(request, decision)
+        // Before the body is read: a forward streams it upstream, a refusal never reads it.
+        run(request, reply, await decideFor(request, 'proxy'))
         return
       }
       // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers.
       stripClientHeaders(rt, request.raw.headers)
-      if ((request.raw as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] === true) {
-        ctx.label = 'rejected'
-        throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
-      }
     },
     async carryOut(request, reply, mode) {
       run(request, reply, await decideFor(request, mode))
-    },
-    forward(request, reply) {
-      const decision = decisions.get(request)
-      if (decision === undefined) throw new Error('the proxy route ran without a decision')
-      run(request, reply, decision)
     },
   }
 }

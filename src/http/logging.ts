@@ -52,11 +52,13 @@ export function loggerOptions(level: string): LoggerOptions {
  */
 export function logRequest(request: FastifyRequest, reply: FastifyReply, error?: unknown, extra?: Readonly<Record<string, unknown>>): void {
   const ctx = request.portcullis as FastifyRequest['portcullis'] | null
-  const q = request.url.indexOf('?')
+  // A target that could not be normalized is logged as sent (its route was a placeholder).
+  const url = ctx?.label === 'rejected' ? request.originalUrl : request.url
+  const q = url.indexOf('?')
   const status = reply.statusCode
   const entry = {
     method: request.method,
-    path: q === -1 ? request.url : request.url.slice(0, q),
+    path: q === -1 ? url : url.slice(0, q),
     route: ctx?.label ?? request.routeOptions.config.label ?? 'unknown',
     status,
     durationMs: Math.round(reply.elapsedTime * 100) / 100,

@@ -1,33 +1,26 @@
 import type { FastifyInstance } from 'fastify'
-import type { FastifyReplyFromHooks } from '@fastify/reply-from'
-import httpProxy from '@fastify/http-proxy'
-import type { FastifyLane } from './fastify-lane.ts'
+import { PROXIED_METHODS } from './fast-lane.ts'
 
 /**
- * The proxy route on the Fastify path: one catch-all @fastify/http-proxy (its routes for every
- * proxied method, and its content-type parsers that leave the body unread for the relay). The
- * decision was made in the root `onRequest` hook (`http/fastify-lane.ts`); a forward is carried out
- * here, before http-proxy's own handler, straight through the undici relay the fast lane uses
- * (`http/upstream.ts`): http-proxy's per-request URL parsing and header copies are skipped.
- * Its WebSocket mode is off: it answers the client 101 before it asks the upstream, so upgrades are
- * relayed at the socket level instead (`http/tunnel.ts`).
+ * The proxy route on the Fastify path: a catch-all for every proxied method. It has no handler of
+ * its own to speak of: the root `onRequest` hook (`http/fastify-lane.ts`) decides the request and
+ * carries the decision out on the raw response before Fastify reads a byte of the body, through the
+ * undici relay the fast lane uses (`http/upstream.ts`).
+ *
+ * @fastify/http-proxy used to be this route. Both of its modes are replaced: its HTTP path
+ * (@fastify/reply-from) re-parses the destination URL and copies the headers on every request, and
+ * its WebSocket mode answers the client 101 before it asks the upstream and buffers whole messages,
+ * so upgrades are relayed at the socket level (`http/tunnel.ts`).
  */
-export function registerProxy(app: FastifyInstance, lane: FastifyLane): void {
-  void app.register(httpProxy, {
-    upstream: '',
-    prefix: '/',
-    websocket: false,
-    config: { kind: 'proxy', label: 'proxy' },
-    preHandler: (request, reply, next) => {
-      try {
-        lane.forward(request, reply)
-      } catch (err) {
-        next(err as Error)
-      }
-    },
-    replyOptions: { getUpstream },
-  })
+export function registerProxy(app: FastifyInstance): void {
+  for (const url of ['/', '/*']) {
+    app.route({
+      method: [...PROXIED_METHODS],
+      url,
+      config: { kind: 'proxy', label: 'proxy' },
+      handler: async () => {
+        throw new Error('a proxied request reached its route handler: it is answered in onRequest')
+      },
+    })
+  }
 }
-
-// Never reached (every proxied request is answered in the preHandler); http-proxy requires it.
-const getUpstream: NonNullable<FastifyReplyFromHooks['getUpstream']> = () => 'http://127.0.0.1'

@@ -54,12 +54,14 @@ export function createCookieStore(deps: { ring: KeyRing; limits: SessionLimits; 
     const session = asSession(opened.payload)
     return session === null ? null : entry({ session, value, renew: opened.renew })
   }
-  const sealSession = async (session: Session): Promise<string> => {
+  /** The sealed value, and the session as sealed (without its ID token when that did not fit). */
+  const sealSession = async (session: Session): Promise<LoadedSession> => {
     const sealed = await seal(session, deps.ring)
-    if (sealed.length <= MAX_COOKIE_SESSION) return sealed
+    if (sealed.length <= MAX_COOKIE_SESSION) return { session, value: sealed, renew: false }
     // The ID token is only needed as id_token_hint at sign-out: drop it before giving up.
-    const slim = await seal({ ...session, idToken: '' }, deps.ring)
-    if (slim.length <= MAX_COOKIE_SESSION) return slim
+    const slimmer = { ...session, idToken: '' }
+    const slim = await seal(slimmer, deps.ring)
+    if (slim.length <= MAX_COOKIE_SESSION) return { session: slimmer, value: slim, renew: false }
     throw new PortcullisError('SESSION_TOO_LARGE', 'The sign-in produced a session too large to keep in a cookie.')
   }
   return {
@@ -70,17 +72,21 @@ export function createCookieStore(deps: { ring: KeyRing; limits: SessionLimits; 
       const loaded = newest(found).loaded
       return isExpired(loaded.session, deps.clock.now(), deps.limits) ? null : loaded
     },
-    save: sealSession,
+    async save(session: Session): Promise<string> {
+      // A new login's cookie is about to be used: known opened already.
+      const sealed = await sealSession(session)
+      cache.set(sealed.value, entry(sealed))
+      return sealed.value
+    },
     async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession> {
       const e = entries.get(from) ?? entry(from)
       if (e.next !== null) return newest(e).loaded
       let pending = e.pending
       if (pending === null) {
         pending = (async () => {
-          const session = await change(e.loaded.session)
-          const value = await sealSession(session)
-          const next = entry({ session, value, renew: false })
-          cache.set(value, next)
+          const sealed = await sealSession(await change(e.loaded.session))
+          const next = entry(sealed)
+          cache.set(sealed.value, next)
           e.next = next
           return next
         })()

@@ -9,6 +9,8 @@ import { LRUCache } from 'lru-cache'
  */
 export class OpenCache<T> {
   readonly #lru: LRUCache<string, { value: T | null }>
+  /** Opens in progress: concurrent requests with one new value share one decrypt (and one entry). */
+  readonly #opening = new Map<string, Promise<T | null>>()
 
   constructor(opts: { max: number; ttlMs: number }) {
     this.#lru = new LRUCache({ max: opts.max, ttl: opts.ttlMs, updateAgeOnGet: true, ttlAutopurge: false })
@@ -23,9 +25,22 @@ export class OpenCache<T> {
     const key = OpenCache.keyOf(value)
     const hit = this.#lru.get(key)
     if (hit !== undefined) return hit.value
-    const opened = await open(value)
-    this.#lru.set(key, { value: opened })
-    return opened
+    let opening = this.#opening.get(key)
+    if (opening === undefined) {
+      opening = open(value).then(
+        (opened) => {
+          this.#lru.set(key, { value: opened })
+          this.#opening.delete(key)
+          return opened
+        },
+        (err: unknown) => {
+          this.#opening.delete(key)
+          throw err
+        },
+      )
+      this.#opening.set(key, opening)
+    }
+    return opening
   }
 
   /** What a value opened to: undefined when it is not cached (null when it did not open). */

@@ -7,7 +7,9 @@
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { pino } from 'pino'
-import { buildApp, type App } from '../../src/app.ts'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import { buildApp, type App, type AppOptions } from '../../src/app.ts'
 import { createRuntime, type Runtime, type RuntimeDeps } from '../../src/runtime.ts'
 import { loggerOptions } from '../../src/http/logging.ts'
 import type { Config } from '../../src/config/types.ts'
@@ -29,7 +31,8 @@ export interface RunningPortcullis {
 }
 
 
-export async function startPortcullis(t: Test, config: Config, deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number } = {}): Promise<RunningPortcullis> {
+/** Log capture for an in-process Portcullis: raw lines and parsed ones. */
+function captureLogs(level: string): { logger: Logger; logText: string[]; logs: Array<Record<string, unknown>> } {
   const logText: string[] = []
   const logs: Array<Record<string, unknown>> = []
   const sink = new Writable({
@@ -46,17 +49,33 @@ export async function startPortcullis(t: Test, config: Config, deps: RuntimeDeps
       cb()
     },
   })
-  const logger = pino(loggerOptions(config.logging.level), sink)
+  return { logger: pino(loggerOptions(level), sink), logText, logs }
+}
+
+export async function startPortcullis(
+  t: Test,
+  config: Config,
+  deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> } = {},
+): Promise<RunningPortcullis> {
   const runtime = createRuntime(config, { retry: { initialMs: 50, maxMs: 400 }, ...deps })
-  const app = buildApp(runtime, { logger, upstreamTimeoutMs: deps.upstreamTimeoutMs })
+  t.teardown(() => runtime.close())
   const port = deps.port ?? Number(new URL(config.server.publicUrl).port)
   await releaseHeldPort(port)
+  return startApp(t, runtime, { ...deps.app, upstreamTimeoutMs: deps.upstreamTimeoutMs }, port)
+}
+
+/**
+ * Another app on a runtime that is already running (`startPortcullis`): the same config, keys, caches
+ * and sessions, its own listener and logs. Tests put the fast lane and the Fastify path side by side
+ * this way (`{ fastLane: false }`), or give the app a decision function of their own.
+ */
+export async function startApp(t: Test, runtime: Runtime, opts: Omit<AppOptions, 'logger'> = {}, port = 0): Promise<RunningPortcullis> {
+  const { logger, logText, logs } = captureLogs(runtime.config.logging.level)
+  const app = buildApp(runtime, { logger, ...opts })
   await app.fastify.listen({ host: '127.0.0.1', port })
-  t.teardown(async () => {
-    await app.fastify.close()
-    runtime.close()
-  })
-  return { url: `http://127.0.0.1:${port}`, app, runtime, logText, logs }
+  t.teardown(() => app.fastify.close())
+  const address = app.fastify.server.address() as AddressInfo
+  return { url: `http://127.0.0.1:${address.port}`, app, runtime, logText, logs }
 }
 
 export interface Stack {

@@ -1,62 +1,146 @@
 /**
- * The fast lane (src/http/fast-lane.ts, issue #4 point 6): proxied requests whose session needs
- * nothing written are answered before Fastify. It must be invisible: the same answers, headers, upstream
- * requests and access lines as the full pipeline, and it must never take a request that is Portcullis's
- * own. These tests put the two lanes side by side (an idle-clock move sends a request through the full
- * pipeline; the next one with the new cookie takes the fast lane) and probe the edges of what it takes.
+ * The two lanes side by side (issue #8 point 1): the fast lane (src/http/fast-lane.ts) and the
+ * Fastify path (src/http/fastify-lane.ts) carry out the pipeline's one decision. Each test sends the
+ * same request to two apps on one runtime (same config, keys, caches and sessions): the usual one,
+ * and one with the fast lane off, where every request takes the Fastify path. For every kind of
+ * decision the upstream request, the answer and the access line must be the same.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer, get as httpGet } from 'node:http'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
-import { startStack } from '../helpers/portcullis.ts'
+import { startApp, startStack, type RunningPortcullis, type Stack, type StackOptions } from '../helpers/portcullis.ts'
 import { login } from '../helpers/login.ts'
-import { request } from '../helpers/http.ts'
-import { fakeClock } from '../helpers/clock.ts'
+import { request, type TestResponse } from '../helpers/http.ts'
+import { fakeClock, type FakeClock } from '../helpers/clock.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import { eventually } from '../helpers/wait.ts'
 import type { EchoRecord } from '../helpers/upstream.ts'
 
 const alice = DEMO_USERS[0]!
 
-/** An upstream request's headers without the ones that differ per request. */
-function stable(record: EchoRecord | undefined): Record<string, unknown> {
-  const { 'x-request-id': _id, ...rest } = record?.headers ?? {}
-  return rest
+interface Lanes {
+  stack: Stack
+  clock: FakeClock
+  /** The usual app: the fast lane in front of Fastify. */
+  fast: RunningPortcullis
+  /** The same runtime with the fast lane off: every request takes the Fastify path. */
+  slow: RunningPortcullis
 }
 
-t.test('both lanes: the same upstream request, the same answer, the same access line', async (t) => {
+async function lanes(t: Test, opts: StackOptions = {}): Promise<Lanes> {
   const clock = fakeClock()
-  const { proxy, upstream } = await startStack(t, { runtime: { clock } })
-  const { jar } = await login({ proxyUrl: proxy.url })
-  clock.advance(61_000)
-  const headers = { accept: 'application/json', 'x-request-id': 'req-slow', 'x-custom': 'kept', 'x-auth-request-user': 'mallory' }
-  const slow = await request(`${proxy.url}/app/page?q=1&q=2`, { jar, headers }) // idle-clock move: full pipeline
-  t.equal(slow.setCookies.length, 1, 'the first request re-sealed the cookie (full pipeline)')
-  const slowRecord = upstream.requests.at(-1)
-  const fast = await request(`${proxy.url}/app/page?q=1&q=2`, { jar, headers: { ...headers, 'x-request-id': 'req-fast' } })
-  t.same(fast.setCookies, [], 'the second wrote nothing (fast lane)')
-  const fastRecord = upstream.requests.at(-1)
-  t.equal(fast.status, 200)
-  t.equal(fastRecord?.url, '/app/page?q=1&q=2', 'the query as sent')
-  t.equal(fastRecord?.headers['x-auth-request-user'], alice.id)
-  t.equal(fastRecord?.headers['x-custom'], 'kept')
-  t.equal(fastRecord?.headers['x-request-id'], 'req-fast', "the client's request id passes on")
-  t.notMatch(String(fastRecord?.headers.cookie ?? ''), /_portcullis/, 'our cookie never reaches the upstream')
-  t.same(stable(fastRecord), stable(slowRecord), 'the upstream saw the same headers from both lanes')
-  t.equal(fast.headers['x-request-id'], 'req-fast')
-  t.equal(slow.headers['cache-control'], 'private, no-store', 'a response carrying a re-sealed cookie is not cacheable')
-  t.equal(fast.headers['cache-control'], undefined)
-  const { 'x-request-id': _a, 'set-cookie': _b, 'cache-control': _c, date: _d, ...slowRest } = slow.headers
-  const { 'x-request-id': _e, date: _f, ...fastRest } = fast.headers
-  t.same(fastRest, slowRest, 'the same response headers apart from the cookie')
-  t.same(JSON.parse(fast.body).headers['x-forwarded-for'], JSON.parse(slow.body).headers['x-forwarded-for'])
+  const stack = await startStack(t, { ...opts, runtime: { clock, ...opts.runtime } })
+  const slow = await startApp(t, stack.proxy.runtime, { fastLane: false, upstreamTimeoutMs: opts.runtime?.upstreamTimeoutMs })
+  return { stack, clock, fast: stack.proxy, slow }
+}
 
-  const line = (id: string) => proxy.logs.find((l) => l.msg === 'request' && l.reqId === id)
-  t.ok(await eventually(() => line('req-fast') !== undefined && line('req-slow') !== undefined), 'both access lines written')
-  const pick = (l: Record<string, unknown> | undefined) => ({ method: l?.method, path: l?.path, route: l?.route, status: l?.status, sub: l?.sub, level: l?.level })
-  t.same(pick(line('req-fast')), pick(line('req-slow')), 'the same access line fields')
-  t.match(line('req-fast'), { path: '/app/page', status: 200, sub: alice.id, durationMs: Number })
-  t.notMatch(proxy.logText.join('\n'), /q=1|_portcullis=/, 'no query and no cookie in the log')
+/** What the upstream saw of a request. */
+function stable(record: EchoRecord | undefined): Record<string, unknown> {
+  if (record === undefined) return { none: true }
+  return { method: record.method, url: record.url, headers: record.headers, body: record.body }
+}
+
+/** An answer without what differs per moment. */
+function answerOf(res: TestResponse): Record<string, unknown> {
+  const { date: _date, ...headers } = res.headers
+  return { status: res.status, headers, body: res.body }
+}
+
+/** The access line for `reqId`, without its time. */
+async function accessLine(lane: RunningPortcullis, reqId: string): Promise<Record<string, unknown>> {
+  const find = () => lane.logs.find((l) => l.msg === 'request' && l.reqId === reqId)
+  await eventually(() => find() !== undefined)
+  const { time: _time, durationMs, ...rest } = find() ?? { missing: reqId }
+  return { ...rest, durationMs: typeof durationMs }
+}
+
+interface Compared {
+  fast: TestResponse
+  slow: TestResponse
+}
+
+let seq = 0
+/**
+ * Send one request to each lane, the Fastify path first (so a state it writes, such as a re-sealed
+ * cookie, is what the fast lane then finds), and compare the three things.
+ */
+async function sideBySide(t: Test, l: Lanes, path: string, opts: { headers?: Record<string, string>; method?: string; body?: string; kind: string }): Promise<Compared> {
+  const reqId = `side-${++seq}`
+  const results: Array<{ res: TestResponse; record: EchoRecord | undefined; line: Record<string, unknown> }> = []
+  for (const lane of [l.slow, l.fast]) {
+    const before = l.stack.upstream.requests.length
+    const res = await request(`${lane.url}${path}`, { method: opts.method, body: opts.body, headers: { ...opts.headers, 'x-request-id': reqId } })
+    const record = l.stack.upstream.requests.length > before ? l.stack.upstream.requests.at(-1) : undefined
+    results.push({ res, record, line: await accessLine(lane, reqId) })
+  }
+  const [slow, fast] = results as [(typeof results)[0], (typeof results)[0]]
+  t.same(stable(fast.record), stable(slow.record), `${opts.kind}: the same upstream request`)
+  t.same(answerOf(fast.res), answerOf(slow.res), `${opts.kind}: the same answer`)
+  t.same(fast.line, slow.line, `${opts.kind}: the same access line`)
+  return { fast: fast.res, slow: slow.res }
+}
+
+const API = { accept: 'application/json' }
+const NAV = { accept: 'text/html', 'sec-fetch-mode': 'navigate' }
+
+t.test('every kind of decision, carried out alike by both lanes', async (t) => {
+  const l = await lanes(t, {
+    overrides: ({ upstream }) => ({
+      server: { trustedProxies: ['127.0.0.1'] },
+      routes: [
+        { match: { pathPrefix: '/public' }, upstream, public: true },
+        { match: { pathPrefix: '/' }, upstream },
+        { match: { host: 'other.example', pathPrefix: '/only' }, upstream },
+      ],
+    }),
+  })
+  const { jar } = await login({ proxyUrl: l.fast.url })
+  const cookie = jar.header(`${l.fast.url}/`)
+  const spoof = { 'x-auth-request-user': 'mallory', x_forwarded_user: 'mallory', 'x-custom': 'kept' }
+
+  await sideBySide(t, l, '/public/page?q=1', { kind: 'forward, public route', headers: { ...API, ...spoof } })
+  const fresh = await sideBySide(t, l, '/app/page?q=1&q=2', { kind: 'forward, session', headers: { ...API, ...spoof, cookie } })
+  t.equal(fresh.fast.status, 200)
+  t.match(JSON.parse(fresh.fast.body), { url: '/app/page?q=1&q=2', headers: { 'x-auth-request-user': alice.id, 'x-custom': 'kept' } })
+  t.same(fresh.fast.setCookies, [], 'a fresh session: nothing written')
+  await sideBySide(t, l, '/app/upload', { kind: 'forward, a body', method: 'POST', body: 'a=1&b=2', headers: { ...API, cookie, 'content-type': 'text/plain' } })
+
+  l.clock.advance(61_000)
+  const aged = await sideBySide(t, l, '/app/aged', { kind: 'forward, aged session (idle clock moves)', headers: { ...API, cookie } })
+  t.equal(aged.fast.setCookies.length, 1, 'the fast lane sets the re-sealed cookie')
+  t.equal(aged.fast.setCookies[0], aged.slow.setCookies[0], 'the one the Fastify path computed: sealed once for that value and window')
+  t.equal(aged.fast.headers['cache-control'], 'private, no-store', 'an answer that carries a session cookie is not cacheable')
+
+  await sideBySide(t, l, '/app/page', { kind: 'redirect (navigation without a session)', headers: NAV })
+  await sideBySide(t, l, '/app/page', { kind: 'unauthenticated (API client)', headers: API })
+  const bad = await sideBySide(t, l, '/app/page', { kind: 'unauthenticated, a bad cookie is cleared', headers: { ...API, cookie: '_portcullis=garbage; _portcullis_1=more' } })
+  t.equal(bad.fast.setCookies.length, 2, 'both chunks cleared')
+  await sideBySide(t, l, '/a%2Fb', { kind: 'rejected (path)', headers: API })
+  await sideBySide(t, l, '/only/x', { kind: 'rejected (no route for the host)', headers: { ...API, host: 'elsewhere.example', cookie } })
+  const check = { 'x-original-url': 'http://app.example/app/x' }
+  const allowed = await sideBySide(t, l, '/oauth2/auth', { kind: 'check: allow', headers: { ...check, cookie } })
+  t.equal(allowed.fast.status, 200)
+  t.equal(allowed.fast.headers['x-auth-request-user'], alice.id)
+  await sideBySide(t, l, '/oauth2/auth', { kind: 'check: unauthenticated', headers: check })
+  await sideBySide(t, l, '/oauth2/auth', { kind: 'check: public original', headers: { 'x-original-url': 'http://app.example/public/x' } })
+  const denied = await sideBySide(t, l, '/oauth2/auth', { kind: 'check: forbidden', headers: { 'x-original-url': 'http://app.example/a\\..\\public', cookie } })
+  t.equal(denied.fast.status, 403)
+})
+
+t.test('unavailable: the provider is down and the token has expired, or it never connected', async (t) => {
+  const l = await lanes(t)
+  const { jar } = await login({ proxyUrl: l.fast.url })
+  const cookie = jar.header(`${l.fast.url}/`)
+  await l.stack.provider.close()
+  l.clock.advance(10 * 60_000)
+  const down = await sideBySide(t, l, '/app/page', { kind: 'unavailable (refresh failed, token expired)', headers: { ...API, cookie } })
+  t.equal(down.fast.status, 503)
+  t.equal(down.fast.headers['retry-after'], '5')
+  await sideBySide(t, l, '/app/page', { kind: 'unavailable, as a page', headers: { ...NAV, cookie } })
+
+  const never = await lanes(t, { waitReady: false, overrides: { provider: { issuer: 'http://127.0.0.1:1' } } })
+  const res = await sideBySide(t, never, '/app/page', { kind: 'unavailable (no provider yet, no session)', headers: NAV })
+  t.equal(res.fast.status, 503)
 })
 
 t.test("with a valid session, Portcullis's own paths are never proxied", async (t) => {
@@ -80,24 +164,25 @@ t.test("with a valid session, Portcullis's own paths are never proxied", async (
   )
 })
 
-t.test('large bodies stream both ways with backpressure', async (t) => {
-  const { proxy, upstream } = await startStack(t)
-  const { jar } = await login({ proxyUrl: proxy.url })
+t.test('large bodies stream both ways with backpressure, in both lanes', async (t) => {
+  const l = await lanes(t)
+  const { jar } = await login({ proxyUrl: l.fast.url })
   const body = 'x'.repeat(4 * 1024 * 1024)
-  const res = await request(`${proxy.url}/upload`, { method: 'POST', jar, body, headers: { 'content-type': 'text/plain', accept: 'application/json' } })
-  t.equal(res.status, 200)
-  t.equal(upstream.requests.at(-1)?.body.length, body.length, 'the upstream got every byte')
-  t.equal(JSON.parse(res.body).body.length, body.length, 'and the client got its echo back')
-  t.same(res.setCookies, [])
-  const listed = await request(`${proxy.url}/upload`, { method: 'POST', jar, body: 'a=1', headers: { 'content-type': 'text/plain', connection: 'content-length' } })
-  t.equal(listed.status, 200)
-  t.equal(upstream.requests.at(-1)?.body, 'a=1', 'naming Content-Length in Connection does not make the body vanish')
+  for (const lane of [l.fast, l.slow]) {
+    const res = await request(`${lane.url}/upload`, { method: 'POST', jar, body, headers: { 'content-type': 'text/plain', accept: 'application/json' } })
+    t.equal(res.status, 200)
+    t.equal(l.stack.upstream.requests.at(-1)?.body.length, body.length, 'the upstream got every byte')
+    t.equal(JSON.parse(res.body).body.length, body.length, 'and the client got its echo back')
+    t.same(res.setCookies, [])
+    const listed = await request(`${lane.url}/upload`, { method: 'POST', jar, body: 'a=1', headers: { 'content-type': 'text/plain', connection: 'content-length' } })
+    t.equal(listed.status, 200)
+    t.equal(l.stack.upstream.requests.at(-1)?.body, 'a=1', 'naming Content-Length in Connection does not make the body vanish')
+  }
 })
 
 t.test('URL-rewrite headers never reach the upstream, in any spelling, in either lane', async (t) => {
-  const clock = fakeClock()
-  const { proxy, upstream } = await startStack(t, { runtime: { clock } })
-  const { jar } = await login({ proxyUrl: proxy.url })
+  const l = await lanes(t)
+  const { jar } = await login({ proxyUrl: l.fast.url })
   const spoof: Array<[string, string]> = [
     ['X-Original-URL', '/admin'],
     ['X_Original_URL', '/admin'],
@@ -106,25 +191,23 @@ t.test('URL-rewrite headers never reach the upstream, in any spelling, in either
     ['X-HTTP-Method-Override', 'DELETE'],
     ['x_http_method_override', 'DELETE'],
   ]
-  for (const lane of ['full pipeline', 'fast lane']) {
-    if (lane === 'full pipeline') clock.advance(61_000)
-    const res = await request(`${proxy.url}/page`, { headers: [...spoof, ['cookie', jar.header(`${proxy.url}/`)]] })
+  for (const lane of [l.fast, l.slow]) {
+    const res = await request(`${lane.url}/page`, { headers: [...spoof, ['cookie', jar.header(`${l.fast.url}/`)]] })
     t.equal(res.status, 200)
-    jar.update(`${proxy.url}/`, res.setCookies)
-    const raw = upstream.requests.at(-1)?.rawHeaders ?? []
+    const raw = l.stack.upstream.requests.at(-1)?.rawHeaders ?? []
     const names = raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase().replaceAll('_', '-'))
-    for (const [name] of spoof) t.notOk(names.includes(name.toLowerCase().replaceAll('_', '-')), `${lane}: no ${name}`)
+    for (const [name] of spoof) t.notOk(names.includes(name.toLowerCase().replaceAll('_', '-')), `${lane === l.fast ? 'fast lane' : 'Fastify path'}: no ${name}`)
   }
 })
 
-t.test('upstream down in the fast lane: the same 502 page, a request id and an error line', async (t) => {
+t.test('upstream down: the same 502 page, a request id and an error line, in both lanes', async (t) => {
   // An application that is down: it takes each connection and drops it at once (a port kept bound,
   // so no other server in the test can be given it).
   const dropper = createNetServer((socket) => socket.destroy())
   await new Promise<void>((resolve) => dropper.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => dropper.close(() => resolve())))
   const downPort = (dropper.address() as AddressInfo).port
-  const { proxy } = await startStack(t, {
+  const l = await lanes(t, {
     overrides: ({ upstream }) => ({
       routes: [
         { match: { pathPrefix: '/' }, upstream },
@@ -132,19 +215,17 @@ t.test('upstream down in the fast lane: the same 502 page, a request id and an e
       ],
     }),
   })
-  const { jar } = await login({ proxyUrl: proxy.url })
-  const res = await request(`${proxy.url}/down/x`, { jar, headers: { accept: 'application/json', 'x-request-id': 'down-1' } })
-  t.equal(res.status, 502)
-  t.match(res.json(), { error: 'UPSTREAM_UNAVAILABLE', requestId: 'down-1' })
-  t.equal(res.headers['x-request-id'], 'down-1')
-  t.equal(res.headers['retry-after'], '5')
-  const line = () => proxy.logs.find((l) => l.reqId === 'down-1' && l.msg === 'request')
-  t.ok(await eventually(() => line() !== undefined))
-  t.match(line(), { level: 50, status: 502, route: String, upstreamError: String, sub: alice.id })
-  const html = await request(`${proxy.url}/down/x`, { jar, headers: { accept: 'text/html' } })
-  t.equal(html.status, 502)
-  t.match(html.body, /The application is not available/)
-  t.notMatch(html.body, /ECONNREFUSED|at \S+\.(ts|js):\d+/, 'no internals')
+  const { jar } = await login({ proxyUrl: l.fast.url })
+  const cookie = jar.header(`${l.fast.url}/`)
+  const res = await sideBySide(t, l, '/down/x', { kind: 'upstream down', headers: { ...API, cookie } })
+  t.equal(res.fast.status, 502)
+  t.match(res.fast.json(), { error: 'UPSTREAM_UNAVAILABLE' })
+  t.equal(res.fast.headers['retry-after'], '5')
+  const line = l.fast.logs.find((x) => x.msg === 'request' && x.status === 502)
+  t.match(line, { level: 50, status: 502, route: String, upstreamError: String, sub: alice.id })
+  const html = await sideBySide(t, l, '/down/x', { kind: 'upstream down, as a page', headers: { accept: 'text/html', cookie } })
+  t.match(html.fast.body, /The application is not available/)
+  t.notMatch(html.fast.body, /ECONNREFUSED|at \S+\.(ts|js):\d+/, 'no internals')
 })
 
 t.test('an answer cut off mid-body, and a client that leaves: logged in both lanes', async (t) => {
@@ -156,33 +237,47 @@ t.test('an answer cut off mid-body, and a client that leaves: logged in both lan
   await new Promise<void>((resolve) => cutter.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => cutter.close(() => resolve())))
   const cutUrl = `http://127.0.0.1:${(cutter.address() as AddressInfo).port}`
-  const clock = fakeClock()
-  const { proxy } = await startStack(t, {
-    runtime: { clock },
+  const l = await lanes(t, {
     overrides: ({ upstream }) => ({ routes: [{ match: { pathPrefix: '/' }, upstream }, { match: { pathPrefix: '/cut' }, upstream: cutUrl }] }),
   })
-  const { jar } = await login({ proxyUrl: proxy.url })
-  const line = (id: string) => proxy.logs.find((l) => l.msg === 'request' && l.reqId === id)
-  for (const lane of ['full pipeline', 'fast lane']) {
-    if (lane === 'full pipeline') clock.advance(61_000) // the idle-clock move takes the full pipeline
-    const id = `cut-${lane.replace(' ', '-')}`
-    const got = await rawGet(`${proxy.url}/cut/x`, { cookie: jar.header(`${proxy.url}/`), 'x-request-id': id })
-    t.equal(got.status, 200, `${lane}: the status line was already sent`)
-    t.ok(got.body.length < 1000 && got.broken, `${lane}: the client sees a cut answer (${got.body.length} bytes), not a complete one`)
-    t.ok(await eventually(() => line(id) !== undefined), `${lane}: access line written`)
-    t.match(line(id), { status: 200, upstreamError: String }, `${lane}: with the upstream's error`)
-    if (lane === 'full pipeline') jar.update(`${proxy.url}/`, got.setCookie)
-  }
-  // Fast lane first: the full pipeline's re-sealed cookie never reaches a client that left.
-  for (const lane of ['fast lane', 'full pipeline']) {
-    if (lane === 'full pipeline') clock.advance(61_000)
-    const id = `gone-${lane.replace(' ', '-')}`
+  const { jar } = await login({ proxyUrl: l.fast.url })
+  const cookie = jar.header(`${l.fast.url}/`)
+  const line = (lane: RunningPortcullis, id: string) => lane.logs.find((x) => x.msg === 'request' && x.reqId === id)
+  for (const [name, lane] of [['fast lane', l.fast], ['Fastify path', l.slow]] as const) {
+    const id = `cut-${name.replace(' ', '-')}`
+    const got = await rawGet(`${lane.url}/cut/x`, { cookie, 'x-request-id': id })
+    t.equal(got.status, 200, `${name}: the status line was already sent`)
+    t.ok(got.body.length < 1000 && got.broken, `${name}: the client sees a cut answer (${got.body.length} bytes), not a complete one`)
+    t.ok(await eventually(() => line(lane, id) !== undefined), `${name}: access line written`)
+    t.match(line(lane, id), { status: 200, upstreamError: String }, `${name}: with the upstream's error`)
+
+    const gone = `gone-${name.replace(' ', '-')}`
     const ac = new AbortController()
     setTimeout(() => ac.abort(), 200)
-    await request(`${proxy.url}/slow?ms=5000`, { jar, signal: ac.signal, headers: { 'x-request-id': id, accept: 'application/json' } }).catch(() => undefined)
-    t.ok(await eventually(() => line(id) !== undefined), `${lane}: access line for a client that left`)
-    t.match(line(id), { status: 499, clientClosed: true }, `${lane}: status 499, clientClosed`)
-    t.notOk(line(id)?.upstreamError, `${lane}: not blamed on the upstream`)
+    await request(`${lane.url}/slow?ms=5000`, { signal: ac.signal, headers: { cookie, 'x-request-id': gone, accept: 'application/json' } }).catch(() => undefined)
+    t.ok(await eventually(() => line(lane, gone) !== undefined), `${name}: access line for a client that left`)
+    t.match(line(lane, gone), { status: 499, clientClosed: true }, `${name}: status 499, clientClosed`)
+    t.notOk(line(lane, gone)?.upstreamError, `${name}: not blamed on the upstream`)
+  }
+})
+
+t.test('a client that keeps its login cookie: the re-seal is computed once, and both lanes write it', async (t) => {
+  const l = await lanes(t)
+  const { jar } = await login({ proxyUrl: l.fast.url })
+  const cookie = jar.header(`${l.fast.url}/`)
+  for (let window = 1; window <= 3; window++) {
+    l.clock.advance(61_000)
+    // The parallel requests of one page, all with the cookie from login, split over both lanes.
+    const all = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => request(`${(i % 2 === 0 ? l.fast : l.slow).url}/asset/${i}`, { headers: { ...API, cookie } })),
+    )
+    t.same(new Set(all.map((r) => r.status)), new Set([200]), `window ${window}: all served`)
+    const values = new Set(all.map((r) => r.setCookies.find((c) => c.startsWith('_portcullis='))?.split(';')[0]))
+    t.equal(values.size, 1, `window ${window}: every answer carries the same new cookie (one seal for the value and window)`)
+    t.notOk(values.has(undefined), `window ${window}: every answer carries it`)
+    const checks = await Promise.all(Array.from({ length: 10 }, () => request(`${l.fast.url}/oauth2/auth`, { headers: { cookie } })))
+    t.same(new Set(checks.map((r) => r.status)), new Set([200]), `window ${window}: the forward-auth check allows the kept cookie`)
+    t.same(new Set(checks.map((r) => r.setCookies.find((c) => c.startsWith('_portcullis='))?.split(';')[0])), values, `window ${window}: and sets the same value`)
   }
 })
 
