@@ -216,6 +216,16 @@ export async function openSession(rt: Runtime, headers: RequestFacts['headers'])
   return { loaded, sent, cookies, setCookie: [] }
 }
 
+/**
+ * Whether a session that was allowed earlier still would be, for what outlives one request (an open
+ * WebSocket): the cookie value still loads that session (absolute lifetime, idle timeout, a store
+ * that lost it) and it is not revoked.
+ */
+export async function stillLive(rt: Runtime, sessionValue: string, sessionId: string): Promise<boolean> {
+  const loaded = await rt.sessions.load(sessionValue)
+  return loaded !== null && loaded.session.id === sessionId && !(await rt.revocations.isRevoked(loaded.session))
+}
+
 /** A session that ended here: forgotten in the store, its cookies cleared. */
 async function ended(rt: Runtime, cookies: Record<string, string | undefined>, sent: string, loaded: LoadedSession): Promise<Authenticated> {
   await rt.sessions.clear(sent)

@@ -12,7 +12,7 @@ import { elapsedMs, type OwnPaths } from './fast-lane.ts'
 import { CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, closeFrame, FrameBoundaries } from './frames.ts'
 import { logAccess } from './logging.ts'
 import { writeNotes } from './notes.ts'
-import type { Decide } from './pipeline.ts'
+import { stillLive, type Decide } from './pipeline.ts'
 import type { UpstreamPools } from './upstream.ts'
 
 /**
@@ -85,9 +85,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
     await Promise.all(
       [...open].map(async (tunnel) => {
         if (tunnel.sessionValue === null || tunnel.sessionId === null) return
-        const loaded = await rt.sessions.load(tunnel.sessionValue)
-        const live = loaded !== null && loaded.session.id === tunnel.sessionId && !(await rt.revocations.isRevoked(loaded.session))
-        if (!live) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
+        if (!(await stillLive(rt, tunnel.sessionValue, tunnel.sessionId))) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
       }),
     )
   }

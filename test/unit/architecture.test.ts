@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { builtinModules } from 'node:module'
 import t from 'tap'
+import { importsOf } from '../helpers/imports.ts'
 
 const SRC = resolve(import.meta.dirname, '../../src')
 
@@ -14,21 +15,6 @@ function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
     e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
   )
-}
-
-interface Imp {
-  spec: string
-  typeOnly: boolean
-}
-
-const IMPORT = /^\s*(import|export)\s+(type\s+)?(?:[^'";]*?\sfrom\s+)?['"]([^'"]+)['"]/gm
-const DYNAMIC = /\bimport\(\s*['"]([^'"]+)['"]\s*\)/g
-
-export function importsOf(text: string): Imp[] {
-  const out: Imp[] = []
-  for (const m of text.matchAll(IMPORT)) out.push({ spec: m[3] as string, typeOnly: m[2] !== undefined })
-  for (const m of text.matchAll(DYNAMIC)) out.push({ spec: m[1] as string, typeOnly: false })
-  return out
 }
 
 /** Where an import points: `src:<path relative to src>`, `node:<builtin>` or `pkg:<package name>`. */
