@@ -91,7 +91,7 @@ export interface StackOptions {
   /** Per-section overrides of the test config. */
   overrides?: Record<string, unknown> | ((s: { issuer: string; upstream: string; publicUrl: string }) => Record<string, unknown>)
   provider?: Partial<ProviderOptions>
-  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number }
+  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> }
   /** Wait for the provider connection before resolving (default true). */
   waitReady?: boolean
 }
