@@ -190,10 +190,9 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
       for (let i = 0; i < pairs.length; i += 2) lines.push(`${pairs[i]}: ${pairs[i + 1]}`)
       res.detachSocket(socket as never)
       socket.write(`${lines.join('\r\n')}\r\n\r\n`)
-      if (upHead.length > 0) socket.write(upHead)
-      if (head.length > 0) upSocket.write(head)
       log(101)
-      const tunnel = new Tunnel(socket, upSocket, decision.sessionValue, decision.session?.id ?? null, (t) => {
+      // Bytes that came with either side's handshake are the first frames of each direction.
+      const tunnel = new Tunnel(socket, upSocket, head, upHead, decision.sessionValue, decision.session?.id ?? null, (t) => {
         open.delete(t)
         unwatch()
       })
@@ -286,7 +285,7 @@ class Tunnel {
   #gone = false
   readonly #onGone: (t: Tunnel) => void
 
-  constructor(client: Duplex, upstream: Duplex, sessionValue: string | null, sessionId: string | null, onGone: (t: Tunnel) => void) {
+  constructor(client: Duplex, upstream: Duplex, clientHead: Buffer, upstreamHead: Buffer, sessionValue: string | null, sessionId: string | null, onGone: (t: Tunnel) => void) {
     this.#client = client
     this.#upstream = upstream
     this.sessionValue = sessionValue
@@ -295,6 +294,14 @@ class Tunnel {
     for (const s of [client, upstream] as Array<Duplex & { setNoDelay?: (v: boolean) => void; setTimeout?: (ms: number) => void }>) {
       s.setNoDelay?.(true)
       s.setTimeout?.(0)
+    }
+    if (clientHead.length > 0) {
+      this.#toUpstream.scan(clientHead, false)
+      upstream.write(clientHead)
+    }
+    if (upstreamHead.length > 0) {
+      this.#toClient.scan(upstreamHead, false)
+      client.write(upstreamHead)
     }
     this.#pump(client, upstream, this.#toUpstream, true)
     this.#pump(upstream, client, this.#toClient, false)
@@ -338,12 +345,16 @@ class Tunnel {
     if (towardsUpstream) {
       if (this.#upstreamDone) return
       this.#upstreamDone = true
-      this.#upstream.end(closeFrame(closing.code, closing.reason, true))
+      // As the upstream's client: the close frame, and the TCP close is left to the server (RFC 6455
+      // §7.1.1), which may still be finishing a frame of its own towards the client.
+      this.#upstream.write(closeFrame(closing.code, closing.reason, true))
     } else {
       if (this.#clientDone) return
       this.#clientDone = true
+      // As the client's server: the close frame, then our side of the connection closes.
       this.#client.end(closeFrame(closing.code, closing.reason, false))
     }
+    if (this.#upstreamDone && this.#clientDone) this.#client.once('close', () => this.#destroy())
   }
 
   #destroy(): void {

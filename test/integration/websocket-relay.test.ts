@@ -7,6 +7,7 @@
 import t, { type Test } from 'tap'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createHash } from 'node:crypto'
 import WebSocket from 'ws'
 import { startStack, type StackOptions } from '../helpers/portcullis.ts'
 import { login, NAVIGATION_HEADERS, parseForm, submitForm } from '../helpers/login.ts'
@@ -32,7 +33,11 @@ type Handshake = { opened: true; ws: WebSocket } | { opened: false; status: numb
 function handshake(url: string, headers: Record<string, string> = {}): Promise<Handshake> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers, handshakeTimeout: 10_000 })
-    ws.once('open', () => resolve({ opened: true, ws }))
+    ws.once('open', () => {
+      // What happens to a socket after the handshake is asserted through its close code.
+      ws.on('error', () => undefined)
+      resolve({ opened: true, ws })
+    })
     ws.once('unexpected-response', (_req, res) => {
       let body = ''
       res.on('data', (c: Buffer) => (body += c.toString()))
@@ -208,4 +213,55 @@ t.test('the check runs on its own timer', async (t) => {
   const s = await openWithSession(t, { runtime: { app: { tunnelCheckMs: 100 } }, overrides: { session: { idleTimeout: '10m', maxAge: '1h' } } })
   s.clock.advance(11 * 60_000)
   t.equal((await s.end).code, 1008, 'closed without anyone asking')
+})
+
+/** Sec-WebSocket-Accept for a key (RFC 6455 §4.2.2). */
+function acceptFor(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+}
+
+t.test('a close of ours waits for the frame in flight: the client gets the whole message, then 1008', async (t) => {
+  // A raw upstream: it announces a 1 MiB binary frame, sends a tenth of it, and sends the rest when told.
+  let finish: (() => void) | null = null
+  const raw = createServer()
+  raw.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(String(req.headers['sec-websocket-key']))}\r\n\r\n`,
+    )
+    const size = 1024 * 1024
+    const header = Buffer.alloc(10)
+    header[0] = 0x82
+    header[1] = 127
+    header.writeBigUInt64BE(BigInt(size), 2)
+    const payload = Buffer.alloc(size, 7)
+    socket.write(Buffer.concat([header, payload.subarray(0, size / 10)]))
+    finish = () => socket.write(payload.subarray(size / 10))
+    socket.on('error', () => socket.destroy())
+    // An http.Server's sockets are half-open: when Portcullis ends its side, end this one too.
+    socket.on('end', () => socket.end())
+    socket.resume()
+  })
+  const rawUrl = await listen(t, raw)
+  const clock = fakeClock()
+  const stack = await startStack(t, {
+    runtime: { clock },
+    provider: { accessTokenTtl: 86_400, idTokenTtl: 86_400 },
+    overrides: () => ({ routes: [{ match: { pathPrefix: '/' }, upstream: rawUrl }] }),
+  })
+  const { jar } = await login({ proxyUrl: stack.proxy.url })
+  const got = await handshake(`${stack.proxy.url.replace(/^http/, 'ws')}/big`, { cookie: jar.header(`${stack.proxy.url}/`) })
+  if (!got.opened) throw new Error('not opened')
+  const messages: Buffer[] = []
+  got.ws.on('message', (data) => messages.push(data as Buffer))
+  const end = closed(got.ws)
+  await eventually(() => finish !== null && stack.proxy.app.tunnels.size === 1)
+  await new Promise((resolve) => setTimeout(resolve, 100)) // the first tenth is through
+  const session = (await stack.proxy.runtime.sessions.load(jar.get('_portcullis') ?? ''))?.session
+  await stack.proxy.runtime.revocations.revokeSession(session?.id ?? '')
+  ;(finish as unknown as () => void)()
+  const { code } = await end
+  t.equal(code, 1008, 'closed by Portcullis, with a close frame the client could parse')
+  t.equal(messages.length, 1, 'after the whole message')
+  t.equal(messages[0]?.length, 1024 * 1024)
+  t.ok(await eventually(() => stack.proxy.app.tunnels.size === 0), 'and both sockets ended')
 })
