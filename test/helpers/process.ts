@@ -1,0 +1,79 @@
+/**
+ * Portcullis as its own process (`node --import tsx src/main.ts --config FILE`), for what only a
+ * process shows: its memory (VmRSS), its signals and its exit code. The config is written to a test
+ * directory; the listener is on a port held until the process starts; logs are collected from stdout.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import type { Test } from 'tap'
+import { holdPort } from './ports.ts'
+import { request } from './http.ts'
+import { eventually } from './wait.ts'
+
+const MAIN = resolve(import.meta.dirname, '../../src/main.ts')
+
+export interface PortcullisProcess {
+  readonly child: ChildProcess
+  readonly pid: number
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string
+  readonly port: number
+  /** Parsed JSON log lines so far. */
+  readonly logs: Array<Record<string, unknown>>
+  /** Resolves with the exit code (null when killed by a signal). */
+  readonly exited: Promise<number | null>
+  /** The process's resident set size now, in bytes (from /proc). */
+  rss(): number
+}
+
+/** Start Portcullis with `config(port)` as its YAML; resolves once `/healthz` answers. */
+export async function startPortcullisProcess(t: Test, config: (port: number) => string): Promise<PortcullisProcess> {
+  const { port, release } = await holdPort()
+  const file = join(t.testdir(), 'portcullis.yaml')
+  writeFileSync(file, config(port))
+  await release()
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', file], {
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const logs: Array<Record<string, unknown>> = []
+  let buffered = ''
+  child.stdout?.on('data', (d: Buffer) => {
+    buffered += d.toString('utf8')
+    let nl: number
+    while ((nl = buffered.indexOf('\n')) !== -1) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        logs.push({ unparsed: line })
+      }
+    }
+  })
+  let stderr = ''
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString('utf8')))
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  })
+  const url = `http://127.0.0.1:${port}`
+  const up = await eventually(async () => (await request(`${url}/healthz`).catch(() => null))?.status === 200, { timeoutMs: 20_000, everyMs: 100 })
+  if (!up) throw new Error(`Portcullis did not start: ${stderr}`)
+  const pid = child.pid as number
+  return {
+    child,
+    pid,
+    url,
+    port,
+    logs,
+    exited,
+    rss() {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+      const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1]
+      return Number(kb) * 1024
+    },
+  }
+}
