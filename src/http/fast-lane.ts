@@ -4,7 +4,7 @@ import { requestIdOf, type RuntimeHolder } from './context.ts'
 import type { Decide, Mode } from './pipeline.ts'
 import type { Decision } from './decision.ts'
 import { factsOf, normalizeTarget } from './facts.ts'
-import { allowBody, execute } from './execute.ts'
+import { execute } from './execute.ts'
 import { CLIENT_CLOSED, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
 import { createAccessWriter } from './logging.ts'
@@ -116,11 +116,6 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
   return {
     wrap(fastify) {
       const checkPath = `${holder.current.prefix}/auth`
-      const toFastify = (req: IncomingMessage, res: ServerResponse): void => {
-        // Portcullis's own routes read their bodies (sign-out, back-channel logout): let them come.
-        allowBody(req, res)
-        fastify(req, res)
-      }
       return function fastLane(req: IncomingMessage, res: ServerResponse): void {
         const url = req.url ?? ''
         const method = req.method as string
@@ -128,7 +123,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
         if (!PROXIED_METHODS.has(method)) return fastify(req, res)
         const { path, target } = normalizeTarget(url)
         if (path === checkPath && method === 'GET') return take(req, res, url, path, target, 'check')
-        if (path !== null && (path.includes('%') || ownPaths.has(path))) return toFastify(req, res)
+        if (path !== null && (path.includes('%') || ownPaths.has(path))) return fastify(req, res)
         take(req, res, url, path, target, 'proxy')
       }
     },
