@@ -1,6 +1,6 @@
 /**
  * Keeps `npm run bench` working (issue #4 point 2): the 1-second smoke run starts every server, logs
- * in, measures (a) (b) (c) (f) (g), prints the table and writes the JSON. Once with the default load
+ * in, measures (a) (b) (c) (f) (g) and (c) and (e) with an aged and a fresh session, prints the table and writes the JSON. Once with the default load
  * generator (wrk when installed, else the built-in one) and once forced onto the built-in Node
  * generator, the path CI takes without wrk. No timing assertions: only that each rate is above 0.
  */
@@ -11,7 +11,9 @@ import t from 'tap'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 const RUN = resolve(ROOT, 'bench/run.ts')
-const KEYS = ['a', 'b', 'c', 'f', 'g'] as const
+const KEYS = ['a', 'b', 'c', 'cf', 'e', 'ef', 'f', 'g'] as const
+/** How each row starts in the table: (c) and (e) are the aged-session figures, beside the fresh ones. */
+const PREFIX: Record<(typeof KEYS)[number], string> = { a: '(a) ', b: '(b) ', c: '(c) ', cf: '(c fresh) ', e: '(e) ', ef: '(e fresh) ', f: '(f) ', g: '(g) ' }
 
 function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
@@ -47,12 +49,13 @@ for (const variant of [
     t.equal(res.code, 0, `exits 0\n${out}`)
 
     for (const key of KEYS) {
-      const line = res.stdout.split('\n').find((l) => l.startsWith(`(${key}) `))
+      const line = res.stdout.split('\n').find((l) => l.startsWith(PREFIX[key]))
       t.ok(line, `the table has a row for (${key})`)
       // Labels hold no digits: the first number on the row is its rate (req/s, or logins/s for (g)).
       const rate = Number(/\d[\d,]*(?:\.\d+)?/.exec(line ?? '')?.[0]?.replace(/,/g, '') ?? Number.NaN)
       t.ok(rate > 0, `(${key}) printed a positive rate: ${line}`)
     }
+    t.match(res.stdout, /\(c\) Portcullis, session, aged/, 'the table says which figure is the aged one')
     if (variant.args.includes('--loadgen=node')) t.match(res.stdout, /loadgen\s+built-in/, 'says it used the built-in generator')
 
     const file = /^results: (.+\.json)$/m.exec(res.stdout)?.[1]
