@@ -20,12 +20,19 @@ function baseOptions(rt: Runtime, path: string): CookieSerializeOptions {
  * longer value left behind among the request's `cookieNames`.
  */
 export function sessionCookieLines(rt: Runtime, cookieNames: Iterable<string>, value: string, maxAgeMs: number): string[] {
-  const base = rt.config.session.cookieName
-  const pieces = split(base, value)
-  const opts = { ...baseOptions(rt, '/'), maxAge: Math.max(1, Math.floor(maxAgeMs / 1000)) }
-  const lines = pieces.map(([name, piece]) => fastifyCookie.serialize(name, piece, opts))
-  for (const name of staleChunks(base, cookieNames, pieces.length)) lines.push(clearLine(rt, name, '/'))
-  return lines
+  const lines = setSessionLines(rt, value, Math.max(1, Math.floor(maxAgeMs / 1000)))
+  return [...lines, ...staleChunkLines(rt, cookieNames, lines.length)]
+}
+
+/** The `Set-Cookie` lines of the session chunks for `value` (one per chunk), `Max-Age` in seconds. */
+export function setSessionLines(rt: Runtime, value: string, maxAgeSec: number): string[] {
+  const opts = { ...baseOptions(rt, '/'), maxAge: maxAgeSec }
+  return split(rt.config.session.cookieName, value).map(([name, piece]) => fastifyCookie.serialize(name, piece, opts))
+}
+
+/** Lines clearing the session chunks among `cookieNames` that a value of `keep` chunks leaves behind. */
+export function staleChunkLines(rt: Runtime, cookieNames: Iterable<string>, keep: number): string[] {
+  return staleChunks(rt.config.session.cookieName, cookieNames, keep).map((name) => clearLine(rt, name, '/'))
 }
 
 /** `Set-Cookie` lines that clear every session chunk among `cookieNames` (and the base name in any case). */

@@ -38,12 +38,11 @@ export function trackConnections(server: Server): ConnectionTracker {
     }
     busy.add(res)
     if (draining) res.shouldKeepAlive = false
-    const done = (): void => {
+    // 'close' comes after 'finish', and also when the response was cut off: one listener does.
+    res.once('close', () => {
       busy.delete(res)
       if (draining) closeIfIdle(socket)
-    }
-    res.once('finish', done)
-    res.once('close', done)
+    })
   }
 
   server.on('connection', (socket: Socket) => {

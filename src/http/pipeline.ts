@@ -6,7 +6,7 @@ import { join as joinChunks } from '../session/chunks.ts'
 import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
 import type { LoadedSession } from '../session/store.ts'
 import type { Runtime } from '../runtime.ts'
-import { clearSessionCookieLines, sessionCookieLines } from './cookies.ts'
+import { clearSessionCookieLines, setSessionLines, staleChunkLines } from './cookies.ts'
 import { answer, errorAnswer, forbidden, redirectTo, unauthenticated, type Decision, type Note, type ResponseHeaders } from './decision.ts'
 import type { RequestFacts } from './facts.ts'
 import { allowPairs, CHECK_LABEL, originalRoute } from './forward-auth.ts'
@@ -193,9 +193,29 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
       break
     }
   }
-  const setCookie = loaded.value === sent ? [] : sessionCookieLines(rt, Object.keys(cookies), loaded.value, expiresAt(loaded.session, rt.limits) - now)
-  return { loaded, sent, setCookie }
+  return { loaded, sent, setCookie: loaded.value === sent ? NONE : cookieLines(rt, loaded, cookies, now) }
 }
+
+/**
+ * The `Set-Cookie` lines that hand a client the value that holds its session now. A client that keeps
+ * an old value gets them on every answer: they are built once per session state and second (their
+ * `Max-Age` counts down), not per request.
+ */
+function cookieLines(rt: Runtime, loaded: LoadedSession, cookies: Record<string, string | undefined>, now: number): readonly string[] {
+  const maxAgeSec = Math.max(1, Math.floor((expiresAt(loaded.session, rt.limits) - now) / 1000))
+  let memo = LINES.get(loaded)
+  if (memo === undefined || memo.maxAgeSec !== maxAgeSec || memo.rt !== rt) {
+    memo = { rt, maxAgeSec, lines: setSessionLines(rt, loaded.value, maxAgeSec) }
+    LINES.set(loaded, memo)
+  }
+  // Chunks a longer value left behind (rare): cleared too.
+  const name = rt.config.session.cookieName
+  let chunked = false
+  for (const key in cookies) if (key !== name && key.startsWith(`${name}_`)) chunked = true
+  return chunked ? [...memo.lines, ...staleChunkLines(rt, Object.keys(cookies), memo.lines.length)] : memo.lines
+}
+const LINES = new WeakMap<LoadedSession, { readonly rt: Runtime; readonly maxAgeSec: number; readonly lines: readonly string[] }>()
+const NONE: readonly string[] = []
 
 /**
  * Step 4's first half: the session cookie opened and checked against revocations, nothing written
