@@ -58,7 +58,7 @@ export interface ForwardedAs {
  * - forwarding and URL-rewrite headers a client could use to steer the app: `Forwarded`,
  *   `X-Forwarded-Uri/-Prefix/-Port/-Scheme/-Ssl/-Server`, `X-Original-URL`, `X-Rewrite-URL` (IIS and
  *   Symfony route on them: a public path plus `X-Original-URL: /admin` would be a bypass), `X-Real-IP`,
- *   and method overrides. Portcullis sets `X-Forwarded-For/-Proto/-Host` itself (LANDSCAPE §3 item 4).
+ *   and method overrides. Portcullis sets `X-Forwarded-For/-Proto/-Host` itself.
  */
 const NOT_FORWARDED: ReadonlySet<string> = new Set([
   'connection',
