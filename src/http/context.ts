@@ -15,8 +15,6 @@ export interface RequestContext {
   error?: unknown
   /** Extra fields for the access log line (e.g. the upstream's socket error). */
   logFields?: Record<string, unknown>
-  /** A session cookie was (re)written on this response: it must not be cached by shared caches. */
-  cookieWritten?: boolean
   /** Where a retry link on an error page should return to (the login's `rd`). */
   retryRd?: string
   /** Which part of Portcullis answered: a route id, `auth:start`, `ops:healthz`, ... (for the log). */

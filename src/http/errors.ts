@@ -112,19 +112,6 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
 }
 
 /**
- * The 401 for a request without a valid session that gets no redirect: an API client on a protected
- * route, or the forward-auth check. JSON, `WWW-Authenticate: Bearer`, never cached.
- */
-export function sendUnauthenticated(request: FastifyRequest, reply: FastifyReply, realm: string): FastifyReply {
-  return reply
-    .code(401)
-    .header('www-authenticate', `Bearer realm="${realm}"`)
-    .header('cache-control', 'no-store')
-    .type('application/json; charset=utf-8')
-    .send({ error: 'UNAUTHENTICATED', message: 'Authentication required.', requestId: request.id })
-}
-
-/**
  * Send an error on a raw response (the proxy step after it took the response over from Fastify, and
  * the fast lane). `own` are headers already decided for this response (request id, cookies).
  */

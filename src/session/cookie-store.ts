@@ -41,7 +41,7 @@ export function createCookieStore(deps: { ring: KeyRing; limits: SessionLimits; 
   // An entry lives as long as its value is used, and at least as long as an idle session would: a
   // client that keeps an old value keeps finding its successor.
   const ttlMs = deps.cacheTtlMs ?? Math.min(deps.limits.idleTimeout, deps.limits.maxAge)
-  const cache = new OpenCache<Entry>({ max: deps.cacheMax ?? 10_000, ttlMs })
+  const cache = new OpenCache<Entry>({ max: deps.cacheMax ?? 10_000, ttlMs, byValue: true })
   const entries = new WeakMap<LoadedSession, Entry>()
   const entry = (loaded: LoadedSession): Entry => {
     const e: Entry = { loaded, next: null, pending: null }
