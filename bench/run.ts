@@ -55,6 +55,7 @@ const USAGE = `usage: npm run bench -- [options]      (or: npx tsx bench/run.ts 
   --log-level=L          Portcullis logging.level (default info: one access-log line per request,
                          as in production; warn turns the access log off, to see what it costs)
   --no-access-log        Portcullis logging.requests: false (access lines for failed requests only)
+  --node-flags=FLAGS     extra flags for Portcullis's node (space-separated, e.g. --node-flags=--trace-gc)
   --no-peers             skip nginx and Apache
   --no-pin               do not pin processes to cores
   --keep                 keep the temp dir (configs, logs)
@@ -98,6 +99,7 @@ interface Options {
   portcullis: 'auto' | 'dist' | 'src'
   logLevel: string
   accessLog: boolean
+  nodeFlags: string[]
   build: boolean
   cpuProf: boolean
   peers: boolean
@@ -123,6 +125,7 @@ function parseOptions(argv: string[]): Options {
       build: { type: 'boolean' },
       'log-level': { type: 'string' },
       'no-access-log': { type: 'boolean' },
+      'node-flags': { type: 'string' },
       'cpu-prof': { type: 'boolean' },
       'no-peers': { type: 'boolean' },
       'no-pin': { type: 'boolean' },
@@ -166,6 +169,7 @@ function parseOptions(argv: string[]): Options {
     portcullis: portcullis as Options['portcullis'],
     logLevel: values['log-level'] ?? 'info',
     accessLog: values['no-access-log'] !== true,
+    nodeFlags: (values['node-flags'] ?? '').split(' ').filter((f) => f !== ''),
     build: values.build === true,
     cpuProf: values['cpu-prof'] === true,
     peers: values['no-peers'] !== true && !smoke,
@@ -496,7 +500,7 @@ async function runBench(ctx: Ctx): Promise<number> {
     logLevel: opts.logLevel,
     accessLog: opts.accessLog,
     core: layout.servers,
-    ...(opts.cpuProf ? { nodeFlags: [`--inspect=127.0.0.1:${inspectPort}`] } : {}),
+    nodeFlags: [...opts.nodeFlags, ...(opts.cpuProf ? [`--inspect=127.0.0.1:${inspectPort}`] : [])],
   })
   procs.push(main.proc)
   const profiler = opts.cpuProf ? await connectInspector(inspectPort) : null

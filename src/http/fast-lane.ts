@@ -129,6 +129,8 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
     },
     close() {
       open = false
+      // Requests still in flight log one line each from here on.
+      logAccess.close()
     },
   }
 }

@@ -161,6 +161,11 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
   let loaded = opened.loaded
   if (loaded === null || sent === null) return opened
   const now = facts.now
+  // The common case, decided without allocating anything: fresh tokens, nothing due.
+  const first = await freshness(rt, loaded.session, now)
+  if (first === FRESH && !loaded.renew && now - loaded.session.lastSeenAt < IDLE_RENEW_MS) {
+    return { loaded, sent, setCookie: loaded.value === sent ? NONE : cookieLines(rt, loaded, cookies, now) }
+  }
   // One new state per request at most: an idle-clock move, or a refresh (which moves it too). When
   // the state had been superseded by a concurrent request, the newest one is looked at again.
   let wrote = false
@@ -169,7 +174,7 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
     return { ...s, lastSeenAt: now }
   }
   for (let round = 0; round < MAX_ROUNDS && !wrote; round++) {
-    const state = await freshness(rt, loaded.session, now)
+    const state = round === 0 ? first : await freshness(rt, loaded.session, now)
     const touch = loaded.renew || now - loaded.session.lastSeenAt >= IDLE_RENEW_MS
     if (state.status === 'invalid') {
       notes.push({ level: 'warn', msg: 'session access token failed verification; session ended', fields: { reason: state.reason } })

@@ -5,6 +5,7 @@
  */
 import t from 'tap'
 import { Writable } from 'node:stream'
+import { readFileSync } from 'node:fs'
 import { pino } from 'pino'
 import { createAccessWriter, logAccess, loggerOptions, type AccessEntry } from '../../../src/http/logging.ts'
 
@@ -88,4 +89,31 @@ t.test('the hand-built path is taken for a plain logger, and pino for one with p
   createAccessWriter(mixed)(ENTRIES[0]![1])
   await new Promise((resolve) => setImmediate(resolve))
   t.match(JSON.parse(lines[0] ?? '{}'), { zone: 'eu', route: 'route-0' }, 'with a mixin the line goes through pino')
+})
+
+t.test('into a buffering destination: lines go out in batches, in order, and all of them at close', async (t) => {
+  const file = `${t.testdir()}/access.log`
+  const dest = pino.destination({ dest: file, sync: true, minLength: 4096 })
+  const logger = pino(loggerOptions('info'), dest)
+  const write = createAccessWriter(logger)
+  const base = ENTRIES[0]![1]
+  const read = () => {
+    dest.flushSync()
+    return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { reqId: string; status: number })
+  }
+  write({ ...base, reqId: 'one' })
+  write({ ...base, reqId: 'two' })
+  t.same(read(), [], 'held while the batch is small')
+  write({ ...base, reqId: 'three', status: 503 })
+  t.same(read().map((l) => l.reqId), ['one', 'two', 'three'], 'a line that goes through pino sends the batch first: order kept')
+  for (let i = 0; i < 40; i++) write({ ...base, reqId: `bulk-${i}` })
+  t.ok(read().length > 3, 'a full batch goes out by itself')
+  write({ ...base, reqId: 'last' })
+  write.close()
+  const lines = read()
+  t.equal(lines.at(-1)?.reqId, 'last', 'close sends the rest')
+  t.equal(lines.length, 44, 'every line, once')
+  write({ ...base, reqId: 'after' })
+  t.equal(read().at(-1)?.reqId, 'after', 'after close, lines are written at once')
+  dest.end()
 })
