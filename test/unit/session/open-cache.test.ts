@@ -31,3 +31,23 @@ for (const byValue of [false, true]) {
     t.same(opened, ['good-1', 'garbage', 'good-1'], 'after delete, opened again')
   })
 }
+
+t.test('by value: a value that shares another one\'s tail never gets its entry', async (t) => {
+  const cache = new OpenCache<string>({ max: 100, ttlMs: 60_000, byValue: true })
+  const tail = 'T'.repeat(40)
+  const real = `real-${tail}`
+  const forged = `fake-${tail}` // same length, same last 32 characters
+  let release: () => void = () => undefined
+  const slowOpen = (value: string) =>
+    new Promise<string | null>((resolve) => {
+      release = () => resolve(value.startsWith('real') ? 'the real session' : null)
+    })
+  const pending = cache.getOrOpen(real, slowOpen)
+  const forgedWhileOpening = cache.getOrOpen(forged, async () => null)
+  release()
+  t.equal(await pending, 'the real session')
+  t.equal(await forgedWhileOpening, null, 'while the real one is being opened: its own open, not the real result')
+  t.equal(await cache.getOrOpen(forged, async () => null), null, 'once it is cached: still not the real entry')
+  t.equal(cache.get(forged), null)
+  t.equal(await cache.getOrOpen(real, async () => 'opened again?'), 'the real session', 'the real value keeps its entry')
+})
