@@ -164,7 +164,7 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
   // The common case, decided without allocating anything: fresh tokens, nothing due.
   const first = await freshness(rt, loaded.session, now)
   if (first === FRESH && !loaded.renew && now - loaded.session.lastSeenAt < IDLE_RENEW_MS) {
-    return { loaded, sent, setCookie: loaded.value === sent ? NONE : cookieLines(rt, loaded, cookies, now) }
+    return { loaded, sent, setCookie: cookiesFor(rt, loaded, sent, cookies, now) }
   }
   // One new state per request at most: an idle-clock move, or a refresh (which moves it too). When
   // the state had been superseded by a concurrent request, the newest one is looked at again.
@@ -198,13 +198,29 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
       break
     }
   }
-  return { loaded, sent, setCookie: loaded.value === sent ? NONE : cookieLines(rt, loaded, cookies, now) }
+  return { loaded, sent, setCookie: cookiesFor(rt, loaded, sent, cookies, now) }
 }
 
 /**
- * The `Set-Cookie` lines that hand a client the value that holds its session now. A client that keeps
- * an old value gets them on every answer: they are built once per session state and second (their
- * `Max-Age` counts down), not per request.
+ * The cookies that hand a client whose cookie is older than its session's newest state the value
+ * that holds that state: on the answers in the `RESEND_MS` after the state was written (every new
+ * state moves the idle clock, so its `lastSeenAt` is when it was written). That covers the request
+ * that wrote it and the parallel requests of the same page; a client that still sends the old value
+ * later is served the newest state all the same, and is handed a value again with the next state, at
+ * most `IDLE_RENEW_MS` later. A client that never stores cookies (a forward-auth controller that
+ * drops them, an API script) is not sent 2 KB of `Set-Cookie` it ignores on every answer.
+ */
+function cookiesFor(rt: Runtime, loaded: LoadedSession, sent: string, cookies: Record<string, string | undefined>, now: number): readonly string[] {
+  if (loaded.value === sent || now - loaded.session.lastSeenAt >= RESEND_MS) return NONE
+  return cookieLines(rt, loaded, cookies, now)
+}
+
+/** How long after a session state was written its cookie is sent to clients that have an older one. */
+export const RESEND_MS = 5_000
+
+/**
+ * The `Set-Cookie` lines of the value that holds `loaded`, built once per session state and second
+ * (their `Max-Age` counts down), not per request.
  */
 function cookieLines(rt: Runtime, loaded: LoadedSession, cookies: Record<string, string | undefined>, now: number): readonly string[] {
   const maxAgeSec = Math.max(1, Math.floor((expiresAt(loaded.session, rt.limits) - now) / 1000))

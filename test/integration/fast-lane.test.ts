@@ -15,6 +15,7 @@ import { fakeClock, type FakeClock } from '../helpers/clock.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import { eventually } from '../helpers/wait.ts'
 import type { EchoRecord } from '../helpers/upstream.ts'
+import { RESEND_MS } from '../../src/http/pipeline.ts'
 
 const alice = DEMO_USERS[0]!
 
@@ -279,6 +280,29 @@ t.test('a client that keeps its login cookie: the re-seal is computed once, and 
     t.same(new Set(checks.map((r) => r.status)), new Set([200]), `window ${window}: the forward-auth check allows the kept cookie`)
     t.same(new Set(checks.map((r) => r.setCookies.find((c) => c.startsWith('_portcullis='))?.split(';')[0])), values, `window ${window}: and sets the same value`)
   }
+})
+
+t.test('the new cookie is handed over for a few seconds after it was written; the old one keeps working', async (t) => {
+  const l = await lanes(t)
+  const { jar } = await login({ proxyUrl: l.fast.url })
+  const cookie = jar.header(`${l.fast.url}/`)
+  const newValue = (r: TestResponse) => r.setCookies.find((c) => c.startsWith('_portcullis='))?.split(';')[0]
+  l.clock.advance(61_000)
+  const first = await request(`${l.fast.url}/a`, { headers: { ...API, cookie } })
+  const written = newValue(first)
+  t.ok(written, 'the request that moved the idle clock gets the new cookie')
+  l.clock.advance(RESEND_MS - 1)
+  for (const lane of [l.fast, l.slow]) t.equal(newValue(await request(`${lane.url}/b`, { headers: { ...API, cookie } })), written, 'so do the answers just after it')
+  l.clock.advance(1)
+  for (const lane of [l.fast, l.slow]) {
+    const later = await request(`${lane.url}/c`, { headers: { ...API, cookie } })
+    t.equal(later.status, 200, 'later, the old cookie is still served (the newest state)')
+    t.same(later.setCookies, [], 'without 2 KB of Set-Cookie on every answer')
+    t.match(JSON.parse(later.body), { headers: { 'x-auth-request-user': alice.id } })
+  }
+  l.clock.advance(60_000)
+  const next = newValue(await request(`${l.slow.url}/d`, { headers: { ...API, cookie } }))
+  t.ok(next !== undefined && next !== written, 'the next idle-clock move hands over the next value')
 })
 
 /** GET with node:http, tolerating a response that breaks off: status, the bytes that came, whether it broke. */
