@@ -7,7 +7,7 @@ import { factsOf, normalizeTarget } from './facts.ts'
 import { execute } from './execute.ts'
 import { CLIENT_CLOSED, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
-import { createAccessWriter } from './logging.ts'
+import { createAccessWriter, type AccessEntry } from './logging.ts'
 import { writeNotes } from './notes.ts'
 
 /**
@@ -83,17 +83,9 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
       const error = outcome.error ?? decision.error
       // With `logging.requests: false` only failures are written: 5xx, cut answers, clients gone.
       if (!everyRequest && status < 500 && outcome.logFields === undefined) return
-      logAccess({
-        reqId: id,
-        method,
-        path,
-        route: decision.label,
-        status,
-        durationMs: elapsedMs(started),
-        sub: decision.session?.sub,
-        ...(error === undefined ? {} : { err: error }),
-        ...outcome.logFields,
-      })
+      const entry: AccessEntry = { reqId: id, method, path, route: decision.label, status, durationMs: elapsedMs(started), sub: decision.session?.sub }
+      // Only failures carry more (no spread of empty objects on every request).
+      logAccess(error === undefined && outcome.logFields === undefined ? entry : { ...entry, ...(error === undefined ? {} : { err: error }), ...outcome.logFields })
     })
   }
 

@@ -157,8 +157,7 @@ export interface Authenticated {
  */
 export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'headers' | 'now'>, notes: Note[]): Promise<Authenticated> {
   const opened = await openSession(rt, facts.headers)
-  const { cookies, sent } = opened
-  let loaded = opened.loaded
+  const { cookies, sent, loaded } = opened
   if (loaded === null || sent === null) return opened
   const now = facts.now
   // The common case, decided without allocating anything: fresh tokens, nothing due.
@@ -166,8 +165,19 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
   if (first === FRESH && !loaded.renew && now - loaded.session.lastSeenAt < IDLE_RENEW_MS) {
     return { loaded, sent, setCookie: cookiesFor(rt, loaded, sent, cookies, now) }
   }
-  // One new state per request at most: an idle-clock move, or a refresh (which moves it too). When
-  // the state had been superseded by a concurrent request, the newest one is looked at again.
+  const next = await writeNext(rt, loaded, first, now, notes)
+  if (next === null) return ended(rt, cookies, sent, loaded)
+  return { loaded: next, sent, setCookie: cookiesFor(rt, next, sent, cookies, now) }
+}
+
+/**
+ * Step 4's slow path, apart so the common case allocates no closure: write the session's next state
+ * (an idle-clock move, or a refresh, which moves it too), once per request at most. When the state
+ * had been superseded by a concurrent request, the newest one is looked at again. Null: the session
+ * ended (the token failed verification, or the refresh said so).
+ */
+async function writeNext(rt: Runtime, from: LoadedSession, first: Freshness, now: number, notes: Note[]): Promise<LoadedSession | null> {
+  let loaded = from
   let wrote = false
   const touched = (s: Session): Session => {
     wrote = true
@@ -178,7 +188,7 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
     const touch = loaded.renew || now - loaded.session.lastSeenAt >= IDLE_RENEW_MS
     if (state.status === 'invalid') {
       notes.push({ level: 'warn', msg: 'session access token failed verification; session ended', fields: { reason: state.reason } })
-      return ended(rt, cookies, sent, loaded)
+      return null
     }
     if (state.status === 'fresh') {
       if (!touch) break
@@ -190,7 +200,7 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
     } catch (err) {
       if (err instanceof PortcullisError && err.code === 'SESSION_ENDED') {
         notes.push({ level: 'info', msg: 'session ended at refresh', fields: { err } })
-        return ended(rt, cookies, sent, loaded)
+        return null
       }
       if (state.status === 'expired') throw err
       notes.push({ level: 'warn', msg: 'token refresh failed; serving the still-valid session', fields: { err } })
@@ -198,7 +208,7 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
       break
     }
   }
-  return { loaded, sent, setCookie: cookiesFor(rt, loaded, sent, cookies, now) }
+  return loaded
 }
 
 /**
