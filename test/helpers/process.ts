@@ -10,6 +10,7 @@ import type { Test } from 'tap'
 import { holdPort } from './ports.ts'
 import { request } from './http.ts'
 import { eventually } from './wait.ts'
+import { TEST_SECRET } from './config.ts'
 
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts')
 
@@ -25,6 +26,32 @@ export interface PortcullisProcess {
   readonly exited: Promise<number | null>
   /** The process's resident set size now, in bytes (from /proc). */
   rss(): number
+}
+
+/**
+ * The YAML of a Portcullis whose every path is a public route to `upstream`, with a provider that is
+ * never reached (public routes need none): for what is about connections, not logins. `server` adds
+ * keys to the server section (`shutdownTimeout: 1s`); `logLevel` defaults to info.
+ */
+export function publicOnlyConfig(port: number, upstream: string, opts: { server?: Record<string, string>; logLevel?: string } = {}): string {
+  const server = Object.entries(opts.server ?? {}).map(([k, v]) => `  ${k}: ${v}\n`).join('')
+  return `server:
+  listen: 127.0.0.1:${port}
+  publicUrl: http://127.0.0.1:${port}
+${server}provider:
+  issuer: http://127.0.0.1:1
+  clientId: process-test
+  clientSecret: process-test-client-secret-long-enough
+  allowInsecureHttp: true
+session:
+  secrets: ["${TEST_SECRET}"]
+routes:
+  - match: { pathPrefix: / }
+    upstream: ${upstream}
+    public: true
+logging:
+  level: ${opts.logLevel ?? 'info'}
+`
 }
 
 /** Start Portcullis with `config(port)` as its YAML; resolves once `/healthz` answers. */

@@ -11,31 +11,15 @@ import t from 'tap'
 import { connect, type Socket } from 'node:net'
 import http from 'node:http'
 import WebSocket from 'ws'
-import { startPortcullisProcess } from '../helpers/process.ts'
+import { publicOnlyConfig, startPortcullisProcess } from '../helpers/process.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
-import { TEST_SECRET } from '../helpers/config.ts'
 import { eventually } from '../helpers/wait.ts'
 
 t.test('SIGTERM during load: in-flight requests finish, idle sockets close at once, WebSockets get 1001, exit 0', async (t) => {
   const upstream = await startTestUpstream(t)
   const proc = await startPortcullisProcess(
     t,
-    (port) => `server:
-  listen: 127.0.0.1:${port}
-  publicUrl: http://127.0.0.1:${port}
-  shutdownTimeout: 60s
-provider:
-  issuer: http://127.0.0.1:1
-  clientId: drain-test
-  clientSecret: drain-test-client-secret-long-enough
-  allowInsecureHttp: true
-session:
-  secrets: ["${TEST_SECRET}"]
-routes:
-  - match: { pathPrefix: / }
-    upstream: ${upstream.url}
-    public: true
-`,
+    (port) => publicOnlyConfig(port, upstream.url, { server: { shutdownTimeout: '60s' } }),
   )
   const events: string[] = []
 
@@ -104,22 +88,7 @@ t.test('a request slower than server.shutdownTimeout is cut at the bound, and th
   const upstream = await startTestUpstream(t)
   const proc = await startPortcullisProcess(
     t,
-    (port) => `server:
-  listen: 127.0.0.1:${port}
-  publicUrl: http://127.0.0.1:${port}
-  shutdownTimeout: 1s
-provider:
-  issuer: http://127.0.0.1:1
-  clientId: drain-test
-  clientSecret: drain-test-client-secret-long-enough
-  allowInsecureHttp: true
-session:
-  secrets: ["${TEST_SECRET}"]
-routes:
-  - match: { pathPrefix: / }
-    upstream: ${upstream.url}
-    public: true
-`,
+    (port) => publicOnlyConfig(port, upstream.url, { server: { shutdownTimeout: '1s' } }),
   )
   const slow = new Promise<string>((resolve) => {
     const req = http.get(`${proc.url}/slow?ms=30000`, (res) => {

@@ -8,8 +8,7 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage } from 'node:http'
 import { connect, type AddressInfo, type Socket } from 'node:net'
-import { startPortcullisProcess } from '../helpers/process.ts'
-import { TEST_SECRET } from '../helpers/config.ts'
+import { publicOnlyConfig, startPortcullisProcess } from '../helpers/process.ts'
 import { eventually } from '../helpers/wait.ts'
 
 const MiB = 1024 * 1024
@@ -35,23 +34,7 @@ t.test('20 connections each sending a 50 MiB message grow RSS by less than 64 Mi
 
   const proc = await startPortcullisProcess(
     t,
-    (port) => `server:
-  listen: 127.0.0.1:${port}
-  publicUrl: http://127.0.0.1:${port}
-provider:
-  issuer: http://127.0.0.1:1
-  clientId: memory-test
-  clientSecret: memory-test-client-secret-long-enough
-  allowInsecureHttp: true
-session:
-  secrets: ["${TEST_SECRET}"]
-routes:
-  - match: { pathPrefix: / }
-    upstream: ${sinkUrl}
-    public: true
-logging:
-  level: warn
-`,
+    (port) => publicOnlyConfig(port, sinkUrl, { logLevel: 'warn' }),
   )
 
   /** Open a WebSocket through Portcullis and send one masked binary frame of `size` bytes, streamed. */
