@@ -13,7 +13,7 @@ import { UpstreamPools } from './http/upstream.ts'
 import { decide as pipelineDecide, type Decide } from './http/pipeline.ts'
 import { createTunnels, type Tunnels } from './http/tunnel.ts'
 import { trackConnections, type ConnectionTracker } from './http/drain.ts'
-import { expectsContinue, markExpectsContinue } from './http/execute.ts'
+import { markExpectsContinue } from './http/execute.ts'
 import { registerStart } from './http/routes/start.ts'
 import { registerCallback } from './http/routes/callback.ts'
 import { registerSignOut } from './http/routes/sign-out.ts'
@@ -60,6 +60,8 @@ export interface App {
    * `timeoutMs` is cut. Resolves when everything is closed.
    */
   drain(timeoutMs: number): Promise<{ readonly cut: number }>
+  /** Write out access lines still gathered for a batch (the process is exiting). */
+  flushLogs(): void
 }
 
 const REJECTED_TARGET = '/__portcullis/rejected'
@@ -173,7 +175,6 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     // Every path has a route (the proxy's catch-all); what lands here is a method the proxy does not
     // take (TRACE, CONNECT, WebDAV verbs). A body it waits to send is never asked for.
     void reply.header('allow', [...PROXIED_METHODS].join(', '))
-    if (expectsContinue(request.raw)) void reply.header('connection', 'close')
     return sendError(new PortcullisError('METHOD_NOT_ALLOWED', 'This method is not supported.'), request, reply, '/')
   })
 
@@ -203,7 +204,8 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     async drain(timeoutMs) {
       let cut = 0
       const bound = setTimeout(() => {
-        cut = connections?.cut() ?? 0
+        cut = (connections?.cut() ?? 0) + tunnels.size
+        tunnels.cut()
       }, timeoutMs)
       bound.unref()
       try {
@@ -213,5 +215,6 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       }
       return { cut }
     },
+    flushLogs: () => lane.flushLogs(),
   }
 }

@@ -91,6 +91,8 @@ async function serve(config: Config, log: Logger, warnings: readonly string[]): 
   for (const w of warnings) log.warn(w)
   const runtime = createRuntime(config, runtimeDeps(log))
   const app = buildApp(runtime, { logger: log })
+  // Before the logger's own exit flush (registered first): access lines gathered for a batch.
+  process.prependListener('exit', () => app.flushLogs())
   const { host, port } = listenAddress(config.server.listen)
   await app.fastify.listen({ host, port })
   return { app, runtime }

@@ -31,6 +31,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     kind?: RouteKind
     label?: string
+    /** The route reads a request body: a client waiting for `100 Continue` is told to send it. */
+    readsBody?: boolean
   }
 }
 

@@ -37,6 +37,8 @@ export interface FastLane {
   wrap(fastify: RawHandler): RawHandler
   /** Stop taking requests (the server is closing; Fastify answers 503). */
   close(): void
+  /** Write out the access lines gathered for a batch. */
+  flushLogs(): void
 }
 
 type RawHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -123,6 +125,9 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
       open = false
       // Requests still in flight log one line each from here on.
       logAccess.close()
+    },
+    flushLogs() {
+      logAccess.flush()
     },
   }
 }

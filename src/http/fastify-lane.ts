@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RequestContext, RuntimeHolder } from './context.ts'
 import type { Decision } from './decision.ts'
-import { allowBody, execute } from './execute.ts'
+import { allowBody, execute, expectsContinue } from './execute.ts'
 import { factsOf, normalizeTarget } from './facts.ts'
 import { logRequest } from './logging.ts'
 import { writeNotes } from './notes.ts'
@@ -74,10 +74,12 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
         run(request, reply, await decideFor(request, 'proxy'))
         return
       }
-      // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers, which read
-      // their bodies (sign-out, back-channel logout): a client waiting for 100 Continue is told now.
+      // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers. A client
+      // waiting for 100 Continue is told to send its body only where a handler reads one (sign-out,
+      // back-channel logout); elsewhere the answer is final and the connection closes after it.
       stripClientHeaders(rt, request.raw.headers)
-      if (config.kind !== undefined) allowBody(request.raw, reply.raw)
+      if (config.readsBody === true) allowBody(request.raw, reply.raw)
+      else if (expectsContinue(request.raw)) void reply.header('connection', 'close')
     },
     async carryOut(request, reply, mode) {
       run(request, reply, await decideFor(request, mode))

@@ -108,7 +108,7 @@ interface PinoInternals {
  * out when full, every 100 ms, before a line this writer sends through pino (so its own lines keep
  * their order), and at `close()`, after which lines are written one by one.
  */
-export type AccessWriter = ((entry: AccessEntry) => void) & { close(): void }
+export type AccessWriter = ((entry: AccessEntry) => void) & { close(): void; flush(): void }
 
 export function createAccessWriter(logger: Logger): AccessWriter {
   const internals = logger as unknown as PinoInternals
@@ -131,7 +131,7 @@ export function createAccessWriter(logger: Logger): AccessWriter {
     typeof time === 'function' &&
     typeof chindings === 'string' &&
     info !== undefined
-  if (!plain) return Object.assign((entry: AccessEntry) => logAccess(logger, entry), { close() {} })
+  if (!plain) return Object.assign((entry: AccessEntry) => logAccess(logger, entry), { close() {}, flush() {} })
   const out = stream as { write(line: string): unknown; minLength?: unknown }
   const batchSize = typeof out.minLength === 'number' && out.minLength > 0 ? out.minLength : 0
   let batch: string[] = []
@@ -163,6 +163,7 @@ export function createAccessWriter(logger: Logger): AccessWriter {
     if (batched >= batchSize) flush()
   }
   return Object.assign(write, {
+    flush,
     close() {
       open = false
       if (timer !== null) clearInterval(timer)

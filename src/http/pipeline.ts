@@ -62,6 +62,9 @@ export const decide: Decide = async (rt, facts, mode) => {
         throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
       }
       label = route.id
+      // Only WebSocket handshakes are relayed: any other protocol switch (h2c, ...) would be a raw
+      // tunnel past every later check of the pipeline.
+      if (facts.upgrade && !isWebSocketHandshake(facts)) throw new PortcullisError('REQUEST_REJECTED', 'Only WebSocket upgrades are accepted.')
     } else {
       const original = originalRoute(rt, facts.headers, facts.peer)
       if (original === 'invalid') return forbidden('The original URL is not valid.', facts.requestId, { label, route, session, notes })
@@ -97,6 +100,18 @@ export const decide: Decide = async (rt, facts, mode) => {
     if (facts.path !== null) retry.searchParams.set('rd', facts.target)
     return errorAnswer(err, wantsHtml(facts.headers), facts.requestId, retry.href, setCookie, extras)
   }
+}
+
+/** A WebSocket opening handshake (RFC 6455 §4.1): GET, `Upgrade: websocket`, a key and a version. */
+function isWebSocketHandshake(facts: RequestFacts): boolean {
+  const h = facts.headers
+  return (
+    facts.method === 'GET' &&
+    String(h.upgrade ?? '').toLowerCase() === 'websocket' &&
+    typeof h['sec-websocket-key'] === 'string' &&
+    h['sec-websocket-key'] !== '' &&
+    typeof h['sec-websocket-version'] === 'string'
+  )
 }
 
 /**
@@ -177,13 +192,15 @@ export async function authenticate(rt: Runtime, facts: Pick<RequestFacts, 'heade
  * ended (the token failed verification, or the refresh said so).
  */
 async function writeNext(rt: Runtime, from: LoadedSession, first: Freshness, now: number, notes: Note[]): Promise<LoadedSession | null> {
-  let loaded = from
+  let loaded: LoadedSession | null = from
   let wrote = false
   const touched = (s: Session): Session => {
     wrote = true
     return { ...s, lastSeenAt: now }
   }
   for (let round = 0; round < MAX_ROUNDS && !wrote; round++) {
+    // A server-side store that lost the session while it was being written: it ended.
+    if (loaded === null) return null
     const state = round === 0 ? first : await freshness(rt, loaded.session, now)
     const touch = loaded.renew || now - loaded.session.lastSeenAt >= IDLE_RENEW_MS
     if (state.status === 'invalid') {
@@ -204,7 +221,7 @@ async function writeNext(rt: Runtime, from: LoadedSession, first: Freshness, now
       }
       if (state.status === 'expired') throw err
       notes.push({ level: 'warn', msg: 'token refresh failed; serving the still-valid session', fields: { err } })
-      if (touch) loaded = await rt.sessions.update(loaded, touched)
+      if (touch) loaded = await rt.sessions.update(loaded as LoadedSession, touched)
       break
     }
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import http, { ServerResponse, type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import type { Duplex } from 'node:stream'
@@ -40,6 +41,8 @@ export interface Tunnels {
   drain(): void
   /** Open WebSockets. */
   readonly size: number
+  /** Destroy every WebSocket and upstream handshake still open (the shutdown bound has passed). */
+  cut(): void
   /** Stop the timer and the revocation subscription (the server has closed). */
   close(): void
 }
@@ -62,6 +65,8 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
   const { holder, logger } = opts
   const open = new Set<Tunnel>()
   let draining = false
+  /** Upstream handshakes under way. */
+  const pending = new Set<http.ClientRequest>()
   let timer: NodeJS.Timeout | null = null
   let unsubscribe: (() => void) | null = null
 
@@ -111,12 +116,19 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
       line(res.statusCode, draining ? 'closing' : 'own', undefined, { err })
       return
     }
+    // A client that leaves while the handshake is decided: nothing is asked of the upstream.
+    let gone = false
+    socket.once('close', () => (gone = true))
     opts
       .decide(rt, factsOf(req, target, id, rt.clock.now()), 'proxy')
       .then((decision: Decision) => {
         if (decision.notes.length > 0) writeNotes(logger, decision.notes, id)
         if (decision.action === 'answer') {
           execute(decision, NO_POOLS, req, res, () => line(decision.status, decision.label, decision.session?.sub, decision.error === undefined ? {} : { err: decision.error }))
+          return
+        }
+        if (gone || socket.destroyed) {
+          line(499, decision.label, decision.session?.sub, { clientClosed: true })
           return
         }
         connect(decision, req, socket, head, res, (status, extra) => line(status, decision.label, decision.session?.sub, extra))
@@ -128,7 +140,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
       })
   }
 
-  /** Ask the upstream; relay its answer; after a 101, pipe. */
+  /** Ask the upstream; relay its answer; after a 101 (a WebSocket one), pipe. */
   function connect(decision: ForwardDecision, req: IncomingMessage, socket: Duplex, head: Buffer, res: ServerResponse, log: (status: number, extra?: Record<string, unknown>) => void): void {
     const route = decision.route
     const headers = { ...decision.upstream, host: route.upstreamHost }
@@ -143,50 +155,62 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
       headers,
       agent: false,
     })
+    pending.add(upReq)
     let settled = false
-    const fail = (err: PortcullisError, code: string): void => {
-      if (settled) return
+    const settle = (): boolean => {
+      if (settled) return false
       settled = true
+      clearTimeout(bound)
+      pending.delete(upReq)
+      socket.off('close', onClientGone)
+      return true
+    }
+    const fail = (err: PortcullisError, code: string): void => {
+      if (!settle()) return
       upReq.destroy()
       writeError(res, err, req.headers, decision.respond['x-request-id'] as string, decision.respond)
       log(res.statusCode, { err, upstreamError: code })
     }
     const onClientGone = (): void => {
-      if (settled) return
-      settled = true
+      if (!settle()) return
       upReq.destroy()
       log(499, { clientClosed: true })
     }
     socket.once('close', onClientGone)
-    upReq.setTimeout(opts.timeoutMs, () => fail(new PortcullisError('UPSTREAM_TIMEOUT', 'The application did not answer in time.'), 'UND_ERR_HEADERS_TIMEOUT'))
+    // The whole handshake, TCP connect included (a socket timeout would start only once connected).
+    const bound = setTimeout(() => fail(new PortcullisError('UPSTREAM_TIMEOUT', 'The application did not answer in time.'), 'UND_ERR_HEADERS_TIMEOUT'), opts.timeoutMs)
+    bound.unref()
     upReq.on('error', (err: Error & { code?: string }) =>
       fail(new PortcullisError('UPSTREAM_UNAVAILABLE', 'The application is not reachable right now.', { cause: err }), err.code ?? err.name),
     )
     upReq.on('response', (upRes) => {
       // No upgrade: the upstream's own answer, relayed as it came (hop-by-hop headers aside).
-      if (settled) {
+      if (!settle()) {
         upRes.destroy()
         return
       }
-      settled = true
-      socket.off('close', onClientGone)
-      upReq.setTimeout(0)
-      res.writeHead(upRes.statusCode ?? 502, [...relayedHeaders(upRes.rawHeaders, false), ...ownPairs(decision)])
+      res.writeHead(upRes.statusCode ?? 502, [...relayedHeaders(upRes.rawHeaders, false, decision.respond), ...ownPairs(decision, false)])
       upRes.pipe(res)
       upRes.on('error', () => socket.destroy())
       res.once('finish', () => log(upRes.statusCode ?? 502))
     })
     upReq.on('upgrade', (upRes, upSocket, upHead) => {
-      if (settled) {
+      // Only a WebSocket answer to this handshake is piped: the protocol asked for, and the accept
+      // key derived from the client's (RFC 6455 §4.1). Anything else would be a raw tunnel.
+      const key = String(req.headers['sec-websocket-key'])
+      const isWebSocket = String(upRes.headers.upgrade ?? '').toLowerCase() === 'websocket' && upRes.headers['sec-websocket-accept'] === acceptKey(key)
+      if (!isWebSocket) {
+        upSocket.destroy()
+        fail(new PortcullisError('UPSTREAM_UNAVAILABLE', 'The application is not reachable right now.'), 'NOT_A_WEBSOCKET_UPGRADE')
+        return
+      }
+      if (!settle() || socket.destroyed) {
         upSocket.destroy()
         return
       }
-      settled = true
-      socket.off('close', onClientGone)
-      upReq.setTimeout(0)
       // The 101 as the upstream sent it, with our request id and any re-written session cookie.
       const lines = [`HTTP/1.1 101 ${upRes.statusMessage || 'Switching Protocols'}`]
-      const pairs = [...relayedHeaders(upRes.rawHeaders, true), ...ownPairs(decision)]
+      const pairs = [...relayedHeaders(upRes.rawHeaders, true, decision.respond), ...ownPairs(decision, true)]
       for (let i = 0; i < pairs.length; i += 2) lines.push(`${pairs[i]}: ${pairs[i + 1]}`)
       res.detachSocket(socket as never)
       socket.write(`${lines.join('\r\n')}\r\n\r\n`)
@@ -198,6 +222,8 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
       })
       open.add(tunnel)
       watch()
+      // A handshake that was under way when the drain began: closed like the others.
+      if (draining) tunnel.end(CLOSE_GOING_AWAY, 'server shutting down')
     })
     upReq.end()
   }
@@ -211,6 +237,10 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
     },
     get size() {
       return open.size
+    },
+    cut() {
+      for (const upReq of pending) upReq.destroy()
+      for (const tunnel of open) tunnel.destroy()
     },
     close() {
       if (timer !== null) clearInterval(timer)
@@ -245,22 +275,35 @@ function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
 /** Hop-by-hop headers of an upstream's answer (RFC 9110 §7.6.1); kept on a 101, where they are the point. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer'])
 
-function relayedHeaders(raw: readonly string[], upgrade: boolean): string[] {
+function relayedHeaders(raw: readonly string[], upgrade: boolean, own: ForwardDecision['respond']): string[] {
+  // Names the upstream listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1), except on a 101.
+  let listed: Set<string> | null = null
+  if (!upgrade) {
+    for (let i = 0; i < raw.length; i += 2) {
+      if ((raw[i] as string).toLowerCase() === 'connection') {
+        listed ??= new Set()
+        for (const n of (raw[i + 1] as string).toLowerCase().split(',')) listed.add(n.trim())
+      }
+    }
+  }
   const out: string[] = []
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string
     const lower = name.toLowerCase()
     if (lower === 'x-request-id') continue
-    if (!upgrade && HOP_BY_HOP.has(lower)) continue
+    if (!upgrade && (HOP_BY_HOP.has(lower) || listed?.has(lower) === true)) continue
+    // Ours replace the upstream's (Set-Cookie aside: both are kept).
+    if (lower !== 'set-cookie' && own[lower] !== undefined && !(upgrade && lower === 'cache-control')) continue
     out.push(name, raw[i + 1] as string)
   }
   return out
 }
 
-function ownPairs(decision: ForwardDecision): string[] {
+/** Our headers on a relayed answer; a 101 carries no body to cache, any other answer keeps `Cache-Control`. */
+function ownPairs(decision: ForwardDecision, upgrade: boolean): string[] {
   const out: string[] = []
   for (const name in decision.respond) {
-    if (name === 'cache-control') continue
+    if (upgrade && name === 'cache-control') continue
     const value = decision.respond[name] as string | readonly string[]
     if (typeof value === 'string') out.push(name, value)
     else for (const v of value) out.push(name, v)
@@ -305,6 +348,16 @@ class Tunnel {
     }
     this.#pump(client, upstream, this.#toUpstream, true)
     this.#pump(upstream, client, this.#toClient, false)
+    // A side that ends its half (FIN) ends ours towards the other; once both have, the tunnel is over.
+    // The server's sockets are half-open, so this is not automatic.
+    let ended = 0
+    const onEnd = (other: Duplex) => (): void => {
+      if (!other.writableEnded) other.end()
+      if (++ended === 2) this.#destroy()
+      else setTimeout(() => this.#destroy(), CLOSE_GRACE_MS).unref()
+    }
+    client.once('end', onEnd(upstream))
+    upstream.once('end', onEnd(client))
     const gone = (): void => this.#destroy()
     client.once('close', gone)
     upstream.once('close', gone)
@@ -357,6 +410,11 @@ class Tunnel {
     if (this.#upstreamDone && this.#clientDone) this.#client.once('close', () => this.#destroy())
   }
 
+  /** End at once, without a close frame (the shutdown bound has passed). */
+  destroy(): void {
+    this.#destroy()
+  }
+
   #destroy(): void {
     if (this.#gone) return
     this.#gone = true
@@ -364,4 +422,9 @@ class Tunnel {
     this.#upstream.destroy()
     this.#onGone(this)
   }
+}
+
+/** Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2). */
+function acceptKey(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
 }

@@ -78,7 +78,7 @@ export function createCookieStore(deps: { ring: KeyRing; limits: SessionLimits; 
       cache.set(sealed.value, entry(sealed))
       return sealed.value
     },
-    async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession> {
+    async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null> {
       const e = entries.get(from) ?? entry(from)
       if (e.next !== null) return newest(e).loaded
       let pending = e.pending

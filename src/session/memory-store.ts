@@ -32,7 +32,7 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
   // Keyed by a hash of the whole ticket (id and key): a cookie with the right id but another key
   // never finds an entry opened by the real one.
   const cache = new OpenCache<Opened>({ max: Math.min(deps.maxSessions, 10_000), ttlMs: 30_000 })
-  const writing = new Map<string, Promise<LoadedSession>>()
+  const writing = new Map<string, Promise<LoadedSession | null>>()
   const parse = (value: string) => {
     const m = TICKET.exec(value)
     return m === null ? null : { id: m[1] as string, key: Buffer.from(m[2] as string, 'base64url') }
@@ -71,17 +71,22 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
       sealed.set(session.id, await seal(session, ticketRing(key)), { ttl: ttlOf(session) })
       return `${session.id}.${Buffer.from(key).toString('base64url')}`
     },
-    async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession> {
+    async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null> {
       const ticket = parse(from.value)
       if (ticket === null || ticket.id !== from.session.id) throw new Error('not a ticket of this store')
       const running = writing.get(ticket.id)
       if (running !== undefined) return running
-      const write = (async () => {
+      const write = (async (): Promise<LoadedSession | null> => {
         const now = await current(from.value)
+        // Gone (cleared, evicted, expired): never written back.
+        if (now === null) return null
         // Superseded already (another request wrote the entry since): the newest state, unchanged.
-        if (now !== null && now !== from) return now
+        if (now !== from) return now
+        const before = sealed.peek(ticket.id)
         const session = await change(from.session)
         const blob = await seal(session, ticketRing(ticket.key))
+        // Cleared while `change` ran (a sign-out, a new login): it stays gone.
+        if (sealed.peek(ticket.id) !== before) return null
         sealed.set(ticket.id, blob, { ttl: ttlOf(session) })
         const loaded = { session, value: from.value, renew: false }
         cache.set(from.value, { blob, loaded })

@@ -35,9 +35,11 @@ export interface SessionStore {
    * loaded state share the one write (and so the one seal), and later loads of every value on the
    * way to it return the new state. When the state was already superseded, the newest one is returned
    * without calling `change` (the caller checks again what it still needs). A rejection of `change`
-   * reaches every caller waiting on it and is not remembered.
+   * reaches every caller waiting on it and is not remembered. Null: the session is gone from a
+   * server-side store (cleared, evicted, expired), before or while `change` ran; it is not written
+   * back.
    */
-  update(from: LoadedSession, change: SessionChange): Promise<LoadedSession>
+  update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null>
   /** Forget the session behind this cookie value (no-op for the cookie store). */
   clear(cookieValue: string): Promise<void>
 }

@@ -6,10 +6,11 @@
  */
 import t, { type Test } from 'tap'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createConnection, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { createHash } from 'node:crypto'
 import WebSocket from 'ws'
-import { startStack, type StackOptions } from '../helpers/portcullis.ts'
+import { startApp, startStack, type StackOptions } from '../helpers/portcullis.ts'
+import { decide, type Decide } from '../../src/http/pipeline.ts'
 import { login, NAVIGATION_HEADERS, parseForm, submitForm } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
 import { fakeClock } from '../helpers/clock.ts'
@@ -264,4 +265,111 @@ t.test('a close of ours waits for the frame in flight: the client gets the whole
   t.equal(messages.length, 1, 'after the whole message')
   t.equal(messages[0]?.length, 1024 * 1024)
   t.ok(await eventually(() => stack.proxy.app.tunnels.size === 0), 'and both sockets ended')
+})
+
+/** A raw upgrade request on a socket; resolves with what the server wrote until it closed (or `waitMs`). */
+function rawUpgrade(port: number, lines: string[], waitMs = 3_000): Promise<{ got: string; socket: Socket }> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(port, '127.0.0.1', () => socket.write(`${lines.join('\r\n')}\r\n\r\n`))
+    let got = ''
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')))
+    socket.on('error', reject)
+    const done = () => resolve({ got, socket })
+    socket.on('close', done)
+    setTimeout(done, waitMs).unref()
+  })
+}
+
+t.test('only WebSocket upgrades: h2c and other protocols are refused before the upstream', async (t) => {
+  const { proxy, upstream } = await startStack(t, { overrides: ({ upstream }) => ({ routes: [{ match: { pathPrefix: '/' }, upstream, public: true }] }) })
+  const port = Number(new URL(proxy.url).port)
+  const before = upstream.requests.length
+  for (const [what, extra] of [
+    ['h2c', ['Upgrade: h2c', 'Connection: Upgrade, HTTP2-Settings', 'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA']],
+    ['websocket without a key', ['Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Version: 13']],
+    ['a made-up protocol', ['Upgrade: tunnel/1.0', 'Connection: Upgrade']],
+  ] as const) {
+    const { got, socket } = await rawUpgrade(port, ['GET /x HTTP/1.1', 'Host: 127.0.0.1', ...extra])
+    socket.destroy()
+    t.match(got, /^HTTP\/1\.1 400 /, `${what}: 400`)
+  }
+  t.equal(upstream.requests.length, before, 'the upstream was never asked')
+})
+
+t.test('a 101 that is not a WebSocket answer to this handshake is never piped', async (t) => {
+  const liar = createServer()
+  liar.on('upgrade', (_req: IncomingMessage, socket: Socket) => {
+    socket.on('error', () => socket.destroy())
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: not-the-right-key\r\n\r\n')
+  })
+  const liarUrl = await listen(t, liar)
+  const { proxy } = await startStack(t, { overrides: () => ({ routes: [{ match: { pathPrefix: '/' }, upstream: liarUrl, public: true }] }) })
+  const got = await handshake(`${proxy.url.replace(/^http/, 'ws')}/socket`, { accept: 'application/json' })
+  t.equal(got.opened, false)
+  if (!got.opened) t.equal(got.status, 502, 'a wrong accept key: 502, not a tunnel')
+  t.equal(proxy.app.tunnels.size, 0)
+})
+
+t.test('a client that half-closes ends the tunnel and the upstream connection', async (t) => {
+  let upstreamEnded = false
+  const sink = createServer()
+  sink.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(String(req.headers['sec-websocket-key']))}\r\n\r\n`)
+    socket.on('end', () => {
+      upstreamEnded = true
+      socket.end()
+    })
+    socket.on('error', () => socket.destroy())
+    socket.resume()
+  })
+  const sinkUrl = await listen(t, sink)
+  const { proxy } = await startStack(t, { overrides: () => ({ routes: [{ match: { pathPrefix: '/' }, upstream: sinkUrl, public: true }] }) })
+  const port = Number(new URL(proxy.url).port)
+  const socket = createConnection(port, '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write('GET /s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  await new Promise((resolve) => socket.once('data', resolve))
+  t.ok(await eventually(() => proxy.app.tunnels.size === 1), 'open')
+  socket.end() // a FIN, no close frame (a client that went away)
+  t.ok(await eventually(() => upstreamEnded), 'the upstream saw the end')
+  t.ok(await eventually(() => proxy.app.tunnels.size === 0), 'and the tunnel is gone')
+})
+
+t.test('a client that leaves while its handshake is decided: the upstream is never asked', async (t) => {
+  const stack = await startStack(t, { overrides: ({ upstream }) => ({ routes: [{ match: { pathPrefix: '/' }, upstream, public: true }] }) })
+  const slowDecide: Decide = async (rt, facts, mode) => {
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    return decide(rt, facts, mode)
+  }
+  const slow = await startApp(t, stack.proxy.runtime, { decide: slowDecide })
+  const before = stack.upstream.requests.length
+  const socket = createConnection(Number(new URL(slow.url).port), '127.0.0.1', () => {
+    socket.write('GET /s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    setTimeout(() => socket.resetAndDestroy(), 50)
+  })
+  socket.on('error', () => undefined)
+  t.ok(await eventually(() => slow.logs.some((l) => l.msg === 'request' && l.status === 499)), 'logged as a client that left')
+  t.equal(stack.upstream.requests.length, before, 'no upstream handshake')
+  t.equal(slow.app.tunnels.size, 0, 'no tunnel')
+})
+
+t.test('a handshake under way when the drain begins is closed with 1001 once it opens', async (t) => {
+  let answer: (() => void) | null = null
+  const late = createServer()
+  late.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+    socket.on('error', () => socket.destroy())
+    socket.on('end', () => socket.end())
+    socket.resume()
+    answer = () => socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(String(req.headers['sec-websocket-key']))}\r\n\r\n`)
+  })
+  const lateUrl = await listen(t, late)
+  const stack = await startStack(t, { overrides: () => ({ routes: [{ match: { pathPrefix: '/' }, upstream: lateUrl, public: true }] }) })
+  const opening = handshake(`${stack.proxy.url.replace(/^http/, 'ws')}/s`)
+  await eventually(() => answer !== null)
+  const drained = stack.proxy.app.drain(10_000)
+  ;(answer as unknown as () => void)()
+  const got = await opening
+  t.equal(got.opened, true, 'the handshake completes')
+  if (got.opened) t.equal((await closed(got.ws)).code, 1001, 'and is closed as the drain goes on')
+  t.same(await drained, { cut: 0 }, 'the drain ends without cutting anything')
 })

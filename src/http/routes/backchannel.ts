@@ -13,7 +13,7 @@ import { registerFormScope } from '../forms.ts'
  */
 export function registerBackchannel(app: FastifyInstance, holder: RuntimeHolder): void {
   registerFormScope(app, (scope) => {
-    scope.post(`${holder.current.prefix}/backchannel-logout`, { config: { kind: 'auth', label: 'auth:backchannel' } }, async (request, reply) => {
+    scope.post(`${holder.current.prefix}/backchannel-logout`, { config: { kind: 'auth', label: 'auth:backchannel', readsBody: true } }, async (request, reply) => {
       const rt = request.portcullis.runtime
       void reply.header('cache-control', 'no-store')
       const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()

@@ -42,6 +42,6 @@ export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): vo
     return reply.code(302).header('location', location).header('cache-control', 'no-store').send()
   }
   registerFormScope(app, (scope) => {
-    scope.route({ method: ['GET', 'POST'], url: `${holder.current.prefix}/sign_out`, config: { kind: 'auth', label: 'auth:sign_out' }, handler })
+    scope.route({ method: ['GET', 'POST'], url: `${holder.current.prefix}/sign_out`, config: { kind: 'auth', label: 'auth:sign_out', readsBody: true }, handler })
   })
 }

@@ -2,6 +2,7 @@ import t from 'tap'
 import { createCookieStore } from '../../../src/session/cookie-store.ts'
 import { createKeyRing } from '../../../src/session/keyring.ts'
 import { seal } from '../../../src/session/codec.ts'
+import type { LoadedSession } from '../../../src/session/store.ts'
 import { sealTransaction } from '../../../src/session/transaction.ts'
 import { fakeClock } from '../../helpers/clock.ts'
 import { CONTRACT_LIMITS, CONTRACT_SECRET, fullSession, runStoreContract } from '../../helpers/store-contract.ts'
@@ -86,7 +87,7 @@ t.test('update seals once; a client that keeps the old value is given the new on
     clock.advance(60_000)
     const seen = (await store.load(old))!
     t.equal(seen.value, at.value, `minute ${minute}: the old value loads the newest state`)
-    at = await store.update(seen, (s) => ({ ...s, lastSeenAt: clock.now() }))
+    at = (await store.update(seen, (s) => ({ ...s, lastSeenAt: clock.now() })))!
     values.push(at.value)
   }
   t.equal(new Set(values).size, 61, 'one new value per window')
@@ -104,7 +105,7 @@ t.test('key rotation through update: the new value is sealed with the first secr
   const sent = await before.save(fullSession(clock.now()))
   const loaded = (await after.load(sent))!
   t.equal(loaded.renew, true)
-  const [a, b] = await Promise.all([after.update(loaded, (s) => s), after.update(loaded, (s) => s)])
+  const [a, b] = (await Promise.all([after.update(loaded, (s) => s), after.update(loaded, (s) => s)])).map((r) => r!) as [LoadedSession, LoadedSession]
   t.equal(a.value, b.value, 'one re-seal for concurrent requests')
   t.equal(a.renew, false)
   t.equal((await after.load(sent))?.value, a.value, 'the old value now names the re-sealed one')

@@ -86,14 +86,14 @@ t.test('save with the current ticket updates in place: the same value, and the n
     accessExpiresAt: clock.now() + 300_000,
     lastSeenAt: clock.now(),
   }
-  t.equal((await store.update(first!, () => refreshed)).value, value, 'the same ticket: no cookie to rewrite')
+  t.equal((await store.update(first!, () => refreshed))?.value, value, 'the same ticket: no cookie to rewrite')
   const loaded = await store.load(value)
   t.strictSame(loaded?.session, refreshed, 'the updated session, not the cached stale one')
   t.equal(loaded?.renew, false)
 
   clock.advance(60_000)
   const again: Session = { ...refreshed, accessToken: 'access-token-SECOND-refresh', lastSeenAt: clock.now() }
-  t.equal((await store.update(loaded!, () => again)).value, value, 'a second update: still the same ticket')
+  t.equal((await store.update(loaded!, () => again))?.value, value, 'a second update: still the same ticket')
   t.equal((await store.load(value))?.session.accessToken, 'access-token-SECOND-refresh')
   t.equal((await store.load(value))?.session.lastSeenAt, clock.now(), 'the idle clock moved with it')
 })
@@ -110,14 +110,14 @@ t.test('update: once per loaded state; a superseded state gets the newest one, a
   }
   const results = await Promise.all(Array.from({ length: 10 }, () => store.update(loaded, change)))
   t.equal(calls, 1, 'ten concurrent updates of one state: one write')
-  t.same(new Set(results.map((r) => r.session.accessToken)), new Set(['access-token-update-1']), 'all of them get it')
+  t.same(new Set(results.map((r) => r?.session.accessToken)), new Set(['access-token-update-1']), 'all of them get it')
   const later = await store.update(loaded, change)
   t.equal(calls, 1, 'the old state again: no second write')
-  t.equal(later.session.accessToken, 'access-token-update-1', 'the newest state instead')
+  t.equal(later?.session.accessToken, 'access-token-update-1', 'the newest state instead')
   await t.rejects(store.update({ ...loaded, value: 'not-a-ticket' }, change), 'a value that is no ticket of this store')
   const failing = (await store.load(value))!
   await t.rejects(store.update(failing, async () => Promise.reject(new Error('provider down'))), /provider down/)
-  t.equal((await store.update(failing, change)).session.accessToken, 'access-token-update-2', 'a failed write is not remembered: the next one runs')
+  t.equal((await store.update(failing, change))?.session.accessToken, 'access-token-update-2', 'a failed write is not remembered: the next one runs')
 })
 
 t.test('a save without the current ticket re-keys the entry: the old ticket never opens the new or the old session', async (t) => {
@@ -245,7 +245,7 @@ t.test('entry lifetime: a session past maxAge is null, even when active', async 
     t.ok(loaded, `${h} h`)
     current = { ...current, lastSeenAt: clock.now() }
     const next = current
-    t.equal((await store.update(loaded!, () => next)).value, value)
+    t.equal((await store.update(loaded!, () => next))?.value, value)
   }
   clock.set(session.createdAt + CONTRACT_LIMITS.maxAge - 1)
   t.ok(await store.load(value), 'one millisecond before maxAge')
@@ -274,7 +274,7 @@ t.test('entry TTL = the remaining absolute lifetime, at every save', async (t) =
   t.strictSame(ttls.at(-1), { key: fresh.id, ttl: CONTRACT_LIMITS.maxAge }, 'a new session: the whole maxAge')
   const loaded = (await store.load(value))!
   clock.advance(5 * 3600_000)
-  t.equal((await store.update(loaded, (s) => ({ ...s, lastSeenAt: clock.now() }))).value, value)
+  t.equal((await store.update(loaded, (s) => ({ ...s, lastSeenAt: clock.now() })))?.value, value)
   t.strictSame(ttls.at(-1), { key: fresh.id, ttl: CONTRACT_LIMITS.maxAge - 5 * 3600_000 }, 'an update 5 h later: 5 h less, not a new maxAge')
 
   const old = fullSession(clock.now(), { id: 'session-id-old-0123456789', createdAt: clock.now() - CONTRACT_LIMITS.maxAge + 60_000 })
@@ -297,4 +297,22 @@ t.test('another store instance does not know the ticket (a restart means a new l
   t.not(relogin, value, 'a new login there gets a ticket of its own')
   t.equal(await first.load(relogin), null, 'which the first instance does not open')
   t.strictSame((await first.load(value))?.session, session, 'still known to the instance that saved it')
+})
+
+t.test('update never brings back a session that was cleared, before or while it ran', async (t) => {
+  const { clock, store } = setup()
+  const value = await store.save(nth(clock.now(), 1))
+  const loaded = (await store.load(value))!
+  await store.clear(value)
+  t.equal(await store.update(loaded, (s) => ({ ...s, accessToken: 'revived' })), null, 'cleared before: null, nothing written')
+  t.equal(await store.load(value), null, 'and still gone')
+
+  const again = await store.save(nth(clock.now(), 2))
+  const during = (await store.load(again))!
+  const write = store.update(during, async (s) => {
+    await store.clear(again) // a sign-out lands while a refresh runs
+    return { ...s, accessToken: 'revived' }
+  })
+  t.equal(await write, null, 'cleared while it ran: null')
+  t.equal(await store.load(again), null, 'and not written back')
 })
