@@ -28,9 +28,10 @@ import { logRequest, loggerOptions } from './http/logging.ts'
 export { loggerOptions, safeError } from './http/logging.ts'
 
 /**
- * The Fastify application: plugins and routes in pipeline order. Never listens (STYLE.md rule 14);
- * `main.ts` and the tests do. Reading one request top-down: this file → `http/pipeline.ts` →
- * `session/` → `policy/` → `http/proxy.ts`.
+ * The Fastify application: plugins and routes in pipeline order. Never listens: `main.ts` and the
+ * tests do. Reading one proxied request top-down: this file (`serverFactory`) → `http/fast-lane.ts`
+ * (or `http/fastify-lane.ts`) → `decide` in `http/pipeline.ts` → `execute` in `http/execute.ts` →
+ * `http/upstream.ts`; docs/architecture.md walks it, and one login.
  */
 export interface AppOptions {
   /** A pino logger to use, or pino options; defaults to JSON at the configured level on stdout. */
@@ -107,8 +108,8 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     trustProxy: false,
     return503OnClosing: true,
     genReqId: (req) => requestIdOf(req.headers),
-    // DESIGN.md §3 step 2: route on the normalized path. A target that cannot be normalized safely is
-    // routed to a placeholder and refused by the pipeline with 400.
+    // Step 2 of the pipeline (`http/pipeline.ts`): route on the normalized path. A target that cannot
+    // be normalized safely is routed to a placeholder and refused by the pipeline with 400.
     // Fastify's own refusals (an undecodable URL, ...) go through the same error model as ours.
     frameworkErrors: (err, request, reply) => {
       request.log.info({ err, route: 'rejected' }, 'request refused')

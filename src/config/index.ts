@@ -6,9 +6,9 @@ export type { Config, ConfigIssue, RouteConfig } from './types.ts'
 export type { ConfigSourceOptions } from './load.ts'
 
 /**
- * Loads and validates the configuration (DESIGN.md §7): read → `${VAR}` → overrides → `<key>File` →
+ * Loads and validates the configuration: read → `${VAR}` → overrides → `<key>File` →
  * schema → cross-field rules → deep freeze. Either a frozen `Config` with start-up warnings for switches
- * that weaken security (rule 7), or every issue, sorted by path, for `main.ts` to print before exiting 2.
+ * that weaken security, or every issue, sorted by path, for `main.ts` to print before exiting 2.
  */
 export function loadConfig(opts: ConfigSourceOptions): { ok: true; config: Config; warnings: string[] } | { ok: false; issues: ConfigIssue[] } {
   const source = readConfigSource(opts)

@@ -36,7 +36,7 @@ declare module 'fastify' {
   }
 }
 
-/** The one mutable reference: the current runtime, swapped on reload (STYLE.md rule 8). */
+/** The one mutable reference: the current runtime, swapped on reload. */
 export interface RuntimeHolder {
   current: Runtime
 }

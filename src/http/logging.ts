@@ -3,7 +3,7 @@ import { pino, type Logger, type LoggerOptions } from 'pino'
 import { PortcullisError } from '../errors.ts'
 
 /**
- * Logging rules (STYLE.md rule 6): one JSON line per request with the path but never the query
+ * Logging rules: one JSON line per request with the path but never the query
  * (the callback's query holds the authorization code), no headers, and errors reduced to name, code
  * and a scrubbed message — token-like strings are replaced before anything is written.
  */

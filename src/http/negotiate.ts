@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 /**
  * A top-level browser navigation gets redirects and HTML pages; anything else (XHR, fetch, API
  * clients) gets 401 JSON. A navigation is a GET/HEAD that accepts text/html and, when the browser
- * says so, has `Sec-Fetch-Mode: navigate` (DESIGN.md §3 step 5; LANDSCAPE §2 item 13).
+ * says so, has `Sec-Fetch-Mode: navigate` (step 5 of the pipeline, `http/pipeline.ts`).
  */
 export function isBrowserNavigation(req: { readonly method: string; readonly headers: IncomingHttpHeaders }): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD') return false

@@ -2,7 +2,7 @@ import { PortcullisError } from '../errors.ts'
 
 /**
  * Query parameters of a request target, read once with URLSearchParams. A protocol parameter given
- * more than once is ambiguous (which one did the provider mean?) and is refused (LANDSCAPE §3 item 12).
+ * more than once is ambiguous (which one did the provider mean?) and is refused.
  */
 export function readQuery(url: string): URLSearchParams {
   const q = url.indexOf('?')

@@ -8,7 +8,7 @@ import { JwksFetchError, verifyJwt } from './jwks.ts'
  * Verification of JWT access tokens held in sessions (issue #3 point 1): signature via the provider's
  * JWKS with the algorithm allow-list, `iss`, `aud` containing the client id (or `provider.audience`),
  * `exp`/`nbf`/`iat` with the configured tolerance. A verified token is remembered in a bounded LRU
- * until it expires, so each token is verified once (DESIGN.md §10). Opaque tokens are not looked at:
+ * until it expires, so each token is verified once, not on every request that carries it. Opaque tokens are not looked at:
  * the session's expiry from `expires_in` governs them.
  */
 export type AccessTokenCheck =

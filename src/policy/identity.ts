@@ -1,6 +1,6 @@
 /**
  * The identity a request carries upstream, from a session's claims (or, later, a bearer token's), and
- * the identity headers built from it with the configured header → claim map (DESIGN.md §6).
+ * the identity headers built from it with the configured header → claim map (`identity.headers`).
  */
 export interface Identity {
   readonly sub: string

@@ -10,8 +10,6 @@
  * 2. a WHATWG `URL` parse, and the final decision taken on the parsed origin and host.
  *
  * Every payload in `test/fixtures/open-redirects.txt` must be refused.
- *
- * @see LANDSCAPE.md §3 items 1 and 2; ECOSYSTEM.md §0 item 8; STYLE.md §3 rule 11
  */
 import { domainToASCII } from 'node:url'
 
@@ -20,7 +18,7 @@ export const MAX_REDIRECT_LENGTH = 2048
 
 /**
  * Why a redirect target was refused. A string-literal union so that callers and logs branch on a
- * stable value (STYLE.md §3 rule 6), and so that tests can assert *which* rule caught a payload.
+ * stable value, and so that tests can assert *which* rule caught a payload.
  */
 export type RedirectRefusal =
   | 'empty'
@@ -47,7 +45,7 @@ export type RedirectRefusal =
 
 /**
  * Outcome of {@link checkRedirect}: the absolute URL to send in `Location`, or the rule that refused
- * the input. An expected outcome, so a value rather than an exception (STYLE.md §3 rule 4).
+ * the input. An expected outcome, so a value rather than an exception.
  */
 export type RedirectCheck =
   | { readonly ok: true; readonly href: string }
@@ -101,9 +99,7 @@ function refuse(reason: RedirectRefusal): RedirectCheck {
  * host matches `allowedDomains` (see {@link isAllowedRedirectHost}), which must be `https:` when
  * `publicUrl` is. Everything else is refused: relative paths without a leading `/`, other schemes,
  * userinfo, look-alike and numeric hosts, hosts with a trailing dot. The returned `href` is the parsed
- * URL's serialization, always absolute (ECOSYSTEM.md §0 item 3: never send a relative `Location`).
- *
- * @see LANDSCAPE.md §3 items 1 and 2
+ * URL's serialization, always absolute: a relative `Location` is never sent.
  */
 export function checkRedirect(
   rd: string | undefined | null,
@@ -256,7 +252,7 @@ function compileAllowlist(list: readonly string[]): readonly AllowEntry[] {
  * label match only an entry naming exactly that host, never through a leading-dot entry: a look-alike
  * label under an allowed parent (`xn--80a.example.org`) is not trusted. Comparison is case-insensitive.
  *
- * @see oauth2-proxy `--whitelist-domain`; LANDSCAPE.md §3 item 2
+ * @see oauth2-proxy `--whitelist-domain`
  */
 export function isAllowedRedirectHost(host: string, allowedDomains: readonly string[]): boolean {
   const hostPort = HOST_PORT.exec(host.toLowerCase())

@@ -6,7 +6,7 @@ import type { KeyRing } from './keyring.ts'
  * Seal and open small JSON documents as compact JWE (`dir` + `A256GCM`) with a key id in the header.
  * The payload is deflated before sealing (jose no longer compresses). `open()` never throws: anything
  * that is not a value we sealed ourselves (garbage, truncated, tampered, foreign key, zip bomb) is
- * `null`, which the callers treat as "no session" (STYLE.md §2.4).
+ * `null`, which the callers treat as "no session".
  */
 
 /** Upper bound of a sealed value we are willing to look at, and of its inflated payload. */

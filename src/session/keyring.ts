@@ -3,7 +3,7 @@ import { createHash, hkdfSync } from 'node:crypto'
 /**
  * Keys derived from the configured secrets with HKDF-SHA256, one per purpose, each with a key id.
  * The first secret seals; every secret opens; a value opened with an older key reports `renew` so it
- * is re-sealed with the first one (fastify-cookie `signer.js`, STYLE.md rule 9).
+ * is re-sealed with the first one (after @fastify/cookie's `signer.js`).
  */
 export interface Key {
   readonly kid: string

@@ -2,7 +2,7 @@ import type { RefreshedTokens, TokenSet } from '../oidc/tokens.ts'
 
 /**
  * The session: who the user is (a subset of the ID-token claims), the tokens, and its clocks
- * (DESIGN.md §5). Plain data, sealed as a whole by the store. Times in ms since the epoch.
+ * Plain data, sealed as a whole by the store. Times in ms since the epoch.
  */
 export interface Session {
   readonly v: 1

@@ -5,7 +5,7 @@ import { PortcullisError } from '../errors.ts'
 import type { Session } from './model.ts'
 
 /**
- * Race-free refresh (DESIGN.md §5, LANDSCAPE §4 item 2):
+ * Race-free refresh:
  * - single-flight per session inside the process: concurrent requests on one session wait for one
  *   refresh_token grant;
  * - a short cache of results keyed by a hash of the OLD refresh token: a request that still carries

@@ -7,8 +7,7 @@ import { putCookies } from '../cookies.ts'
 import { writeNotes } from '../notes.ts'
 
 /**
- * GET {prefix}/userinfo: the current user's identity as JSON. Claims only; never a token
- * (LANDSCAPE §3 item 11).
+ * GET {prefix}/userinfo: the current user's identity as JSON. Claims only; never a token.
  */
 export function registerUserinfo(app: FastifyInstance, holder: RuntimeHolder): void {
   app.get(`${holder.current.prefix}/userinfo`, { config: { kind: 'auth', label: 'auth:userinfo' } }, async (request, reply) => {
