@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Portcullis container image (ECOSYSTEM.md §7): build with the official Node image, run on distroless.
+# Portcullis container image: build with the official Node image, run on distroless.
 # test/integration/container-build.test.ts parses this file and replays its steps without a Docker
 # engine; keep the build stage's COPY/RUN and the runtime stage's COPY --from=build / USER / CMD simple.
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (issue #4, DESIGN.md §10): Portcullis against the same Fastify + @fastify/http-proxy
+ * `npm run bench` (issue #4): Portcullis against the same Fastify + @fastify/http-proxy
  * stack without auth, the bare upstream, and (when installed) nginx and Apache + mod_auth_openidc,
  * all on 127.0.0.1, servers and load generator pinned to separate cores. Prints a table and writes
  * JSON to bench/results/<timestamp>.json. Run with `--help` for the options; bench/README.md has more.

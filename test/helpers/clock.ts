@@ -1,6 +1,6 @@
 /**
  * A fake {@link Clock} for tests: time moves only when the test says so, so lifetimes (session
- * maxAge, idle timeout, login transaction expiry) are tested without sleeping (STYLE.md §2.6).
+ * maxAge, idle timeout, login transaction expiry) are tested without sleeping.
  */
 import type { Clock } from '../../src/clock.ts'
 

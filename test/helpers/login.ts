@@ -6,7 +6,7 @@
  * `authorizeUntilCallback()` stops one step earlier, at the redirect to `/oauth2/callback`, WITHOUT
  * requesting it, so negative tests can tamper with `code`, `state` or `iss` first.
  *
- * @see DESIGN.md §2 and §4, STYLE.md §2.6
+ * @see docs/architecture.md ("One login")
  */
 import { DEMO_USERS } from '../../src/demo/provider.ts'
 import type { DemoUser } from '../../src/demo/provider.ts'
@@ -48,7 +48,7 @@ export interface CallbackResult {
   steps: LoginStep[]
 }
 
-/** Headers of a top-level browser navigation (what DESIGN.md §3 step 5 checks for). */
+/** Headers of a top-level browser navigation (what `isBrowserNavigation` in src/http/negotiate.ts checks for). */
 export const NAVIGATION_HEADERS: Record<string, string> = {
   accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8',
   'sec-fetch-mode': 'navigate',

@@ -1,5 +1,5 @@
 /**
- * One contract suite for the {@link SessionStore} interface (STYLE.md rule 13, after oauth2-proxy
+ * One contract suite for the {@link SessionStore} interface (after oauth2-proxy
  * `pkg/sessions/tests/session_store_tests.go` `RunSessionStoreTests`). The cookie store runs it today;
  * the memory and Redis stores run the same suite when they arrive, so every store keeps the promises
  * of `src/session/store.ts`:
@@ -7,7 +7,7 @@
  * - `save()` returns a cookie value that `load()` turns back into the same session, every field;
  * - `load()` returns null, and never throws, for anything that is not a live session of this store:
  *   another store's value (other secret), garbage, empty, truncated or tampered values, and sessions
- *   past their absolute lifetime or idle timeout (DESIGN.md §5);
+ *   past their absolute lifetime or idle timeout;
  * - `clear()` never throws, and `load()` after it never throws;
  * - `update()` writes a loaded state's next state once however many callers ask at the same time, a
  *   superseded state gets the newest one without another write, a failed write is not remembered, and
@@ -266,9 +266,9 @@ export function runStoreContract(t: Test, name: string, makeStore: MakeStore): P
       const kind: string = store.kind
       if (kind === 'cookie') {
         // The cookie store holds nothing server-side: clear() cannot revoke a value a client kept, so
-        // the same value re-opens (its cookies are cleared on the reply instead). Server-side
-        // revocation of stateless sessions arrives with the session lifecycle issue (revocations by
-        // sid / sub, DESIGN.md §5); this assertion changes then.
+        // the same value re-opens (its cookies are cleared on the reply instead). Ending such a
+        // session for good is the revocation list's job (`session/revocations.ts`, by session id, sid
+        // or sub), which the pipeline checks after the store opened the value; not the store's.
         t.ok(after, 'cookie store: a cleared value that is sent again re-opens')
         t.equal(after?.session.sub, 'user-1234')
       } else {

@@ -1,7 +1,7 @@
 /**
  * Start the echo upstream for one tap test and close it in `t.teardown`.
  *
- * @see src/demo/upstream.ts, STYLE.md §2.6
+ * @see src/demo/upstream.ts
  */
 import type { Test } from 'tap'
 import { startEchoUpstream } from '../../src/demo/upstream.ts'

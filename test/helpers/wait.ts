@@ -1,5 +1,5 @@
 /**
- * Bounded polling for tests (STYLE.md §2.6: nothing sleeps to synchronise). `waitUntil` throws with
+ * Bounded polling for tests (nothing sleeps to synchronise). `waitUntil` throws with
  * what it waited for; `eventually` answers whether the condition came true in time.
  */
 export async function eventually(check: () => boolean | Promise<boolean>, opts: { timeoutMs?: number; everyMs?: number } = {}): Promise<boolean> {

@@ -11,7 +11,7 @@
  * session it names alive; valid tokens end the sessions they name — by `sid` (not the same user's
  * other session), or by `sub` for the sessions created before the token's `iat` only.
  *
- * @see STYLE.md §2.6, src/oidc/logout.ts
+ * @see src/oidc/logout.ts, src/http/routes/backchannel.ts, src/session/revocations.ts
  */
 import { randomUUID } from 'node:crypto'
 import t from 'tap'

@@ -1,5 +1,5 @@
 /**
- * The container image, without a Docker engine (none runs on our machines, ECOSYSTEM.md §7):
+ * The container image, without a Docker engine (none runs on our machines):
  * parse the Dockerfile, replay the build stage's COPY and RUN steps in a temp dir, assemble the
  * runtime stage from only what its `COPY --from=build` lines copy, and start the image's CMD there
  * (as the image's USER when we are root). Everything is read from the Dockerfile, so changing the
@@ -269,7 +269,7 @@ function last(stage: Stage | undefined, keyword: string): Instruction | undefine
   return stage?.instructions.filter((i) => i.keyword === keyword).at(-1)
 }
 
-t.test('the Dockerfile follows the container conventions (ECOSYSTEM.md §7)', async (t) => {
+t.test('the Dockerfile follows the container conventions: multi-stage, pinned Node, numeric non-root USER, exec-form CMD and HEALTHCHECK, npm ci', async (t) => {
   t.ok(stages.length >= 2, `multi-stage (${stages.length} stages)`)
   t.ok(buildStage, `the runtime stage copies from a named build stage (${String(buildStageName)})`)
   t.not(buildStage, runtimeStage, 'the runtime stage is not the build stage')

@@ -1,5 +1,5 @@
 /**
- * GET /oauth2/auth, the forward-auth check for the nginx family (DESIGN.md §2, ECOSYSTEM.md §0–1),
+ * GET /oauth2/auth, the forward-auth check for the nginx family (`auth_request` and proxies like it),
  * against the real provider: 200 + every identity header / 401 / 403 and nothing else; the client's
  * identity headers never echoed; `X-Original-URL` believed only from trusted proxies; the check's own
  * query ignored; re-sealed cookies on the 200. Both lanes answer it: the fast lane when the session

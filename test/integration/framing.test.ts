@@ -1,5 +1,5 @@
 /**
- * Request framing and Host trust, on raw sockets (LANDSCAPE.md §3 attack class 4; RFC 9112 §6.3).
+ * Request framing and Host trust, on raw sockets (request smuggling; RFC 9112 §6.3).
  *
  * Ambiguous message framing (both `Content-Length` and `Transfer-Encoding`, two lengths, a coding list
  * that does not end in `chunked`, obs-fold) is how a request is smuggled past a proxy: Portcullis and

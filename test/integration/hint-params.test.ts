@@ -1,5 +1,5 @@
 /**
- * Hint parameters on `/oauth2/start` (DESIGN.md §4): only the configured `provider.hintParams` reach
+ * Hint parameters on `/oauth2/start`: only the configured `provider.hintParams` reach
  * the provider's authorize request, next to the static `provider.authorizeParams`; a hint given twice
  * is refused; nothing a caller passes can replace a protocol parameter or a static one.
  */

@@ -1,5 +1,5 @@
 /**
- * What Portcullis writes to its log (STYLE.md rule 6): one access line per request — method, path
+ * What Portcullis writes to its log: one access line per request — method, path
  * without the query, route, status, duration, request id, and the user's `sub` when there is one — and
  * never a secret: no JWT, no client secret, no cookie value (not even a slice of one), no authorization
  * code, state or nonce, no password.

@@ -1,5 +1,5 @@
 /**
- * `session.store: memory` end to end (issue #3 point 9, DESIGN.md §5), with the real provider, a real
+ * `session.store: memory` end to end (issue #3 point 9), with the real provider, a real
  * upstream and real sockets: the browser holds one short ticket cookie; a refresh updates the stored
  * session without rewriting the cookie (what forward-auth behind proxies that drop `Set-Cookie` on a 200
  * needs); sign-out removes the entry; a restart forgets every ticket; `/oauth2/userinfo` works with one.

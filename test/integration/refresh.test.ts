@@ -9,7 +9,7 @@
  * below the lifetimes the provider issues (300 s access tokens, refreshAhead 30 s: login, then
  * `advance(280_000)`), or the provider is given longer ID-token lifetimes where a test needs two jumps.
  *
- * @see STYLE.md §2.6, DESIGN.md §5
+ * @see src/session/refresher.ts, src/oidc/refresh.ts
  */
 import t, { type Test } from 'tap'
 import { decodeProtectedHeader } from 'jose'

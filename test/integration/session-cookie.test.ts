@@ -1,7 +1,7 @@
 /**
- * The session cookie end to end (DESIGN.md §5): its attributes, chunking and stale-chunk clearing,
+ * The session cookie end to end: its attributes, chunking and stale-chunk clearing,
  * key rotation across two Portcullis instances, robustness against hostile cookie headers, and our
- * cookies never reaching the upstream (STYLE.md rule 10). Real provider, real upstream, real sockets.
+ * cookies never reaching the upstream. Real provider, real upstream, real sockets.
  */
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'

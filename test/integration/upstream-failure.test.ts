@@ -1,5 +1,5 @@
 /**
- * When the application behind Portcullis fails (DESIGN.md §3 step 6, STYLE.md §2.4): a closed port is
+ * When the application behind Portcullis fails (step 6 of the pipeline, the forward): a closed port is
  * a 502, a slow answer past `upstreamTimeoutMs` a 504, both as our own error page (HTML for a browser
  * navigation, JSON otherwise) with a request id and no internals; an error status the application
  * itself sends is its answer and is passed through. Portcullis keeps serving after each.

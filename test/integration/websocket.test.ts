@@ -1,5 +1,5 @@
 /**
- * WebSocket upgrades through Portcullis (DESIGN.md §3 step 6, STYLE.md rule 10): the upgrade runs the
+ * WebSocket upgrades through Portcullis: the upgrade runs the
  * same pipeline as any request (no session → refused before the upstream is contacted), and the
  * upstream handshake carries the same header rewrite as HTTP: identity injected, spoofed copies gone,
  * our cookies removed.

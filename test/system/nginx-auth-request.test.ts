@@ -4,7 +4,7 @@
  * copies identity headers and the first `Set-Cookie` with `auth_request_set`, and sends a refused
  * browser to /oauth2/start through `error_page 401`. The app sits behind nginx, not behind Portcullis;
  * the login itself goes through nginx to Portcullis's /oauth2/ endpoints, as in oauth2-proxy's
- * documented ingress setup (ECOSYSTEM.md §1).
+ * documented ingress setup.
  *
  * Needs Debian's nginx (scripts/install-system-deps.sh). Without it this test FAILS, it never skips.
  */

@@ -1,5 +1,5 @@
 /**
- * Keeps config.example.yaml honest (STYLE.md §2.5, the mod_auth_openidc `check_conf_reference.sh` way):
+ * Keeps config.example.yaml honest (the mod_auth_openidc `check_conf_reference.sh` way):
  * it validates, and every key of the schema appears in it as real YAML, with a comment.
  */
 import { readFileSync } from 'node:fs'

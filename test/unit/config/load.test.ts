@@ -1,5 +1,5 @@
 /**
- * Reading a config source (STYLE.md §2.5 step 1): YAML, `${VAR}`, `<key>File`, `PORTCULLIS_<SECTION>_<KEY>`
+ * Reading a config source (`readConfigSource`, the first step of `loadConfig`): YAML, `${VAR}`, `<key>File`, `PORTCULLIS_<SECTION>_<KEY>`
  * overrides and renamed keys. Every test passes `env` explicitly; files live under `t.testdir()`.
  */
 import { join } from 'node:path'

@@ -1,5 +1,5 @@
 /**
- * Config validation (STYLE.md §2.5, rule 7): every fixture in test/fixtures/configs is loaded the way
+ * Config validation: every fixture in test/fixtures/configs is loaded the way
  * main.ts loads a file; `invalid-*.yaml` must produce exactly the lines of `invalid-*.expected.txt`
  * (the directory is written `<fixtures>` there), `valid-*.yaml` must load.
  */

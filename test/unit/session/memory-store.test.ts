@@ -1,5 +1,5 @@
 /**
- * The memory store (issue #3 point 9, DESIGN.md §5): the store contract, then what only a server-side
+ * The memory store (issue #3 point 9): the store contract, then what only a server-side
  * store promises: the cookie holds a short ticket `<id>.<key>` and nothing of the session; a save with
  * the current ticket updates the entry in place (same value, no cookie to rewrite) and the next load
  * sees it; the entry opens only with its own key; clear, the LRU bound and the entry TTL make a session

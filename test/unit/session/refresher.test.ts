@@ -1,5 +1,5 @@
 /**
- * The single-flight refresher (issue #3 point 3, DESIGN.md §5): concurrent callers on one session share
+ * The single-flight refresher (issue #3 point 3): concurrent callers on one session share
  * one RefreshFn call, a result is handed to callers still carrying the OLD refresh token, an IdP
  * outage is remembered for a short while (not asked again by every request), and a definitive end
  * (SESSION_ENDED) reaches every waiter. Time is the injected fake clock: nothing sleeps.
