@@ -26,6 +26,7 @@ import { startTestUpstream, type EchoUpstream } from '../helpers/upstream.ts'
 import { configFor } from '../helpers/config.ts'
 import { BACKCHANNEL_LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE_SEC } from '../../src/oidc/logout.ts'
 import type { Clock } from '../../src/clock.ts'
+import { fakeClock } from '../helpers/clock.ts'
 import { waitUntil } from '../helpers/wait.ts'
 
 const alice = DEMO_USERS[0]!
@@ -157,16 +158,32 @@ const CLIENT_ID = 'portcullis-backchannel'
 const CLIENT_SECRET = 'bad-provider-client-secret-0123456789'
 const SUB = 'bad-provider-user'
 
-interface BadSetup {
+/** The system clock plus `offsetMs`, so a test can move it forward. */
+interface OffsetClock extends Clock {
+  offsetMs: number
+}
+
+function offsetClock(): OffsetClock {
+  return {
+    offsetMs: 0,
+    now(): number {
+      return Date.now() + this.offsetMs
+    },
+  }
+}
+
+interface BadSetup<C extends Clock = OffsetClock> {
   bad: BadProvider
   upstream: EchoUpstream
   proxy: RunningPortcullis
   publicUrl: string
-  /** Portcullis' clock: the system clock plus `offsetMs`, so a test can move it forward. */
-  clock: Clock & { offsetMs: number }
+  /** Portcullis' clock: an offset clock unless the test gives one (a fake clock, to set every time). */
+  clock: C
 }
 
-async function setup(t: Test): Promise<BadSetup> {
+function setup(t: Test): Promise<BadSetup>
+function setup<C extends Clock>(t: Test, clock: C): Promise<BadSetup<C>>
+async function setup(t: Test, clock: Clock = offsetClock()): Promise<BadSetup<Clock>> {
   const port = await reserveHeldPort()
   const publicUrl = `http://127.0.0.1:${port}`
   const bad = await startBadProvider(t, {
@@ -178,12 +195,6 @@ async function setup(t: Test): Promise<BadSetup> {
   })
   const upstream = await startTestUpstream(t)
   const config = configFor({ issuer: bad.issuer, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, upstream: upstream.url, publicUrl })
-  const clock = {
-    offsetMs: 0,
-    now(): number {
-      return Date.now() + this.offsetMs
-    },
-  }
   const proxy = await startPortcullis(t, config, { port, clock })
   await proxy.runtime.provider.whenReady()
   return { bad, upstream, proxy, publicUrl, clock }
@@ -196,7 +207,7 @@ interface BadLogin {
 }
 
 /** start → the bad provider's authorize (an immediate 302) → callback: a session with its own sid. */
-async function loginAtBadProvider(t: Test, s: BadSetup): Promise<BadLogin> {
+async function loginAtBadProvider(t: Test, s: BadSetup<Clock>): Promise<BadLogin> {
   const jar = new CookieJar()
   const start = await request(`${s.publicUrl}/oauth2/start?rd=/x`, { jar, headers: NAVIGATION_HEADERS })
   const authorize = await request(String(start.headers.location), { jar, headers: NAVIGATION_HEADERS })
@@ -211,7 +222,7 @@ async function loginAtBadProvider(t: Test, s: BadSetup): Promise<BadLogin> {
 /**
  * Valid logout-token claims for `s`, by Portcullis' clock; an override of `undefined` removes the claim.
  */
-function claims(s: BadSetup, over: Record<string, unknown> = {}): JWTPayload {
+function claims(s: BadSetup<Clock>, over: Record<string, unknown> = {}): JWTPayload {
   const out: Record<string, unknown> = {
     iss: s.bad.issuer,
     aud: CLIENT_ID,
@@ -396,12 +407,24 @@ t.test('accepted token shapes: typ absent or application/logout+jwt, exp in the 
 })
 
 t.test('a valid token by sid ends that session only, not the same user’s session with another sid', async (t) => {
-  const s = await setup(t)
+  // Portcullis runs on a fake clock here, so every time that matters is set by the test. The token
+  // names the user's `sub` as well as the `sid` (as providers send it), and both sessions are created
+  // seconds before the token's `iat`: were a token with a `sid` also read as "every session of `sub`
+  // created before `iat`", the second session would end too, in every run. (On the wall clock both
+  // logins and the token usually fall in one second, `iat` is floored to it, and such a cut-off would
+  // end neither session: the test then passed unless a second boundary fell in between.)
+  const clock = fakeClock()
+  const s = await setup(t, clock)
   const first = await loginAtBadProvider(t, s)
+  clock.advance(5_000)
   const second = await loginAtBadProvider(t, s)
+  clock.advance(5_000)
   t.not(first.sid, second.sid, 'two provider sessions of the same user')
-  const res = await postLogout(s.publicUrl, form(await s.bad.signLogoutToken(claims(s, { sid: first.sid }))))
-  assertAccepted(t, res, 'by sid')
+  t.equal(second.createdAt - first.createdAt, 5_000, 'the sessions were created 5 s apart on the fake clock')
+  const iat = Math.floor(clock.now() / 1000)
+  t.ok(first.createdAt < iat * 1000 && second.createdAt < iat * 1000 - 1_000, "both were created seconds before the token's iat: a cut-off by sub would end both")
+  const res = await postLogout(s.publicUrl, form(await s.bad.signLogoutToken(claims(s, { sid: first.sid, sub: SUB, iat }))))
+  assertAccepted(t, res, 'by sid, with the sub of both sessions')
   const line = s.proxy.logs.find((l) => l.msg === REVOKED_MSG)
   t.equal(line?.sid, true, 'logged as a revocation by sid')
   t.equal(
