@@ -8,13 +8,14 @@ import { createRuntime, probeProvider, type Runtime, type RuntimeDeps } from './
 import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
-import { PortcullisError } from './errors.ts'
+import { describeValue, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
 
 /**
- * The CLI (DESIGN.md §7):
+ * The CLI:
  *   portcullis [run] [--config FILE]   run the proxy (PORTCULLIS_CONFIG names the file too);
  *                                      without any config, run the demo
- *   portcullis check --config FILE     validate, probe the provider, print what was found
+ *   portcullis check --config FILE     validate, probe the provider, test the client credentials,
+ *                                      print what was found
  *   portcullis demo [--port N]         embedded provider + demo upstream + Portcullis on localhost
  * Exit codes: 0 ok, 1 runtime failure (check: provider unreachable or disagreeing), 2 invalid config
  * or usage.
@@ -72,10 +73,16 @@ function version(): string {
   }
 }
 
-function load(file: string, env: Record<string, string | undefined>): { config: Config; warnings: string[] } | null {
+/**
+ * Load and validate the config file; print its problems to stderr and answer null when it has any.
+ * `during` says what a refusal means: at startup nothing was started, on a reload the running
+ * configuration stays.
+ */
+function load(file: string, env: Record<string, string | undefined>, during: 'startup' | 'reload' = 'startup'): { config: Config; warnings: string[] } | null {
   const result = loadConfig({ file, env })
   if (!result.ok) {
-    process.stderr.write(`${formatIssues(result.issues)}\n${result.issues.length} problem(s) in ${file}; nothing was started.\n`)
+    const outcome = during === 'reload' ? 'not reloaded; the running configuration was kept' : 'nothing was started'
+    process.stderr.write(`${formatIssues(result.issues)}\n${result.issues.length} problem(s) in ${file}; ${outcome}.\n`)
     return null
   }
   return result
@@ -121,7 +128,8 @@ function runtimeDeps(log: Logger): RuntimeDeps {
   return {
     providerEvents: {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
-      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'provider not reachable; retrying'),
+      onError: (err, retryInMs) =>
+        log.error({ err, retryInMs, ...(err.diagnosis === undefined ? {} : { problem: formatDiagnosis(err.diagnosis) }) }, 'provider not reachable; retrying'),
     },
   }
 }
@@ -138,9 +146,9 @@ function restartOnlyChanges(a: Config, b: Config): string[] {
  * readiness and logins never drop); on any problem keep the running one.
  */
 async function reload(file: string, env: Record<string, string | undefined>, log: Logger, current: { app: App; runtime: Runtime }): Promise<Runtime | null> {
-  const next = load(file, env)
+  const next = load(file, env, 'reload')
   if (next === null) {
-    log.error('reload refused: the config file has problems (see stderr); keeping the running config')
+    log.error({ file }, 'reload refused: the config file has problems (listed on stderr); the running configuration was kept')
     return null
   }
   const changed = restartOnlyChanges(current.runtime.config, next.config)
@@ -267,20 +275,44 @@ async function check(file: string, env: Record<string, string | undefined>): Pro
     out(`  back-channel logout:    ${s.backchannelLogoutSupported ? 'supported' : 'not advertised'}`)
     out(`redirect URI to register at the provider: ${redirectUri}`)
     if (s.codeChallengeMethods.length > 0 && !s.codeChallengeMethods.includes('S256')) {
-      out('problem: the provider does not advertise PKCE S256')
+      problem(['the provider does not advertise PKCE S256', `url: ${discoveryOf(s.issuer)}`, `answer: code_challenge_methods_supported is ${s.codeChallengeMethods.join(', ')}`])
+      return 1
+    }
+    const auth = await oidc.checkClientAuthentication()
+    if (auth.outcome === 'accepted') {
+      out(`client authentication: ok (${formatDiagnosis(auth.diagnosis)})`)
+    } else if (auth.outcome === 'unclear') {
+      out(`warning: client authentication could not be told apart: ${formatDiagnosis(auth.diagnosis)}`)
+    } else {
+      problem(diagnosisParts(auth.diagnosis))
       return 1
     }
     out('ok')
     return 0
   } catch (err) {
     const e = err instanceof PortcullisError ? err : new PortcullisError('IDP_UNAVAILABLE', 'The provider could not be reached.', { cause: err })
-    const reasons: string[] = []
-    for (let c = e.cause === undefined ? undefined : safeError(e.cause); c !== undefined; c = c.cause) {
-      reasons.push(`${c.type}${c.code === undefined ? '' : ` ${c.code}`}: ${c.message}`)
+    if (e.diagnosis !== undefined) {
+      problem([e.publicMessage, ...diagnosisParts(e.diagnosis)])
+      return 1
     }
-    process.stderr.write(`problem: ${e.publicMessage}${reasons.length === 0 ? '' : `\n  because: ${reasons.join('\n  because: ')}`}\n`)
+    // Nothing explained it: the cause chain as it is.
+    const because: string[] = []
+    for (let c: unknown = e.cause, depth = 0; c !== undefined && c !== null && depth < 5; c = c instanceof Error ? c.cause : undefined, depth++) {
+      because.push(`because: ${describeValue(c)}`)
+    }
+    problem([e.publicMessage, ...because])
     return 1
   }
+}
+
+/** `problem: <first>` and each further line indented, on stderr. */
+function problem(lines: readonly string[]): void {
+  const [first, ...rest] = lines
+  process.stderr.write(`problem: ${first ?? 'unknown'}${rest.map((l) => `\n  ${l}`).join('')}\n`)
+}
+
+function discoveryOf(issuer: string): string {
+  return `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`
 }
 
 async function runDemo(port: number): Promise<number> {

@@ -3,12 +3,13 @@
  * `oidc-provider` on a plain `node:http` server, configured to look like the reference provider
  * (same endpoint paths, RS256 ID tokens, 5-minute JWT access tokens, rotating refresh tokens,
  * RP-initiated and back-channel logout) and fronted by a small login form of our own instead of the
- * library's development interactions.
+ * library's development interactions (with a Cancel button that answers `access_denied`, as a real
+ * provider does when the user backs out).
  *
- * Never used by the domain (`src/oidc`, `src/session`, `src/policy`): DESIGN.md §8 keeps `src/demo/`
- * for `main.ts` and tests only.
+ * Never used by the domain (`src/oidc`, `src/session`, `src/policy`): `src/demo/` is for `main.ts`
+ * and the tests only (test/unit/architecture.test.ts holds the import table to that). Tests use a
+ * real provider rather than mocks of one.
  *
- * @see DESIGN.md §9, STYLE.md §2.6
  * @see https://github.com/panva/node-oidc-provider/blob/v9.x/docs/README.md
  */
 import { generateKeyPair as generateKeyPairCb, randomBytes, timingSafeEqual, createHash } from 'node:crypto'
@@ -128,7 +129,7 @@ export interface RunningProvider {
   close(): Promise<void>
 }
 
-/** The reference provider's endpoint paths (DESIGN.md §9). */
+/** The reference provider's endpoint paths, the ones `portcullis demo` and the tests see. */
 export const PROVIDER_ROUTES = {
   authorization: '/oauth/authorize',
   token: '/oauth/token',
@@ -248,7 +249,7 @@ let modules: Promise<OidcProviderModules> | undefined
  * Load oidc-provider once.
  *
  * The package's entry point (`lib/index.js`) prints "Unsupported runtime. Use Node.js v22.x LTS" when
- * `process.release.lts` is older than Jod, i.e. on the Node 20 this project supports (DESIGN.md §11).
+ * `process.release.lts` is older than Jod, i.e. on the Node 20 this project supports (package.json `engines`).
  * That check is the entry point's only code besides re-exports, so we import the `Provider` class
  * from `lib/provider.js` directly and skip it without touching `process`. The package has no
  * `exports` map, so the subpath is importable; the keystore initializer is reached the same way for
@@ -379,6 +380,9 @@ ${error}<form method="post" action="/interaction/${encodeURIComponent(opts.uid)}
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password">
 <button type="submit">Sign in</button>
+</form>
+<form method="post" action="/interaction/${encodeURIComponent(opts.uid)}/abort">
+<button type="submit">Cancel</button>
 </form>`,
   )
 }
@@ -669,9 +673,25 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
     log(`backchannel.success: client=${String(clientId)} sub=${String(accountId)} sid=${String(sid)}`)
   })
 
-  const handleInteraction = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const handleInteraction = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
     const details = await provider.interactionDetails(req, res)
     const clientId = typeof details.params.client_id === 'string' ? details.params.client_id : ''
+
+    if (path === `/interaction/${encodeURIComponent(details.uid)}/abort`) {
+      if (req.method !== 'POST') {
+        res.writeHead(405, { allow: 'POST' }).end()
+        return
+      }
+      // The user cancelled: the client gets error=access_denied at its callback, as from a real provider.
+      log(`login cancelled (client ${clientId})`)
+      await provider.interactionFinished(
+        req,
+        res,
+        { error: 'access_denied', error_description: 'The user cancelled the sign-in.' },
+        { mergeWithLastSubmission: false },
+      )
+      return
+    }
 
     if (details.prompt.name === 'consent') {
       // Reached only when the request itself says prompt=consent: grant what is asked and move on.
@@ -744,7 +764,7 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
     }
 
     if (url.pathname.startsWith('/interaction/')) {
-      handleInteraction(req, res).catch((err: unknown) => {
+      handleInteraction(req, res, url.pathname).catch((err: unknown) => {
         log(`interaction error: ${errorText(err)}`)
         if (res.headersSent) {
           res.destroy()

@@ -1,18 +1,19 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { type ErrorCode, PortcullisError } from '../errors.ts'
 import { wantsHtml } from './negotiate.ts'
 import { renderErrorPage } from './pages.ts'
 
 /**
  * The one place an error becomes a response: code → status (a total table), HTML page or JSON,
- * public message and request id only. Never `err.message`, a stack, a token or a cookie
- * (STYLE.md §2.4 and rule 6).
+ * public message and request id only. Never `err.message`, a stack, a token or a cookie: what a
+ * client sees is the public part of the error model, the rest is for the log.
  */
 export const STATUS: Record<ErrorCode, number> = {
   CONFIG_INVALID: 500,
   IDP_UNAVAILABLE: 503,
   IDP_REJECTED: 502,
+  IDP_CLIENT_AUTH: 502,
   LOGIN_DENIED: 403,
   LOGIN_FAILED: 400,
   SESSION_ENDED: 401,
@@ -28,13 +29,15 @@ export const STATUS: Record<ErrorCode, number> = {
   UPSTREAM_TIMEOUT: 504,
 }
 
-const TITLES: Record<ErrorCode, string> = {
+/** Page headings. A heading is never its page's message again: test/unit/http/error-pages.test.ts holds them apart. */
+export const TITLES: Record<ErrorCode, string> = {
   CONFIG_INVALID: 'Configuration error',
   IDP_UNAVAILABLE: 'Sign-in is temporarily unavailable',
   IDP_REJECTED: 'Sign-in failed',
+  IDP_CLIENT_AUTH: 'Sign-in is misconfigured',
   LOGIN_DENIED: 'Sign-in was not completed',
   LOGIN_FAILED: 'Sign-in failed',
-  SESSION_ENDED: 'Your session has ended',
+  SESSION_ENDED: 'Sign-in required',
   SESSION_TOO_LARGE: 'Sign-in failed',
   REDIRECT_REJECTED: 'Redirect refused',
   PATH_REJECTED: 'Bad request',
@@ -44,11 +47,13 @@ const TITLES: Record<ErrorCode, string> = {
   NOT_READY: 'Sign-in is temporarily unavailable',
   NOT_FOUND: 'Not found',
   UPSTREAM_UNAVAILABLE: 'The application is not available',
-  UPSTREAM_TIMEOUT: 'The application did not answer in time',
+  UPSTREAM_TIMEOUT: 'The application is taking too long',
 }
 
 /** Codes whose page offers a fresh login. */
-const RETRY_LOGIN: ReadonlySet<ErrorCode> = new Set(['LOGIN_DENIED', 'LOGIN_FAILED', 'IDP_REJECTED', 'SESSION_ENDED', 'IDP_UNAVAILABLE', 'NOT_READY'])
+const RETRY_LOGIN: ReadonlySet<ErrorCode> = new Set(['LOGIN_DENIED', 'LOGIN_FAILED', 'IDP_REJECTED', 'IDP_CLIENT_AUTH', 'SESSION_ENDED', 'IDP_UNAVAILABLE', 'NOT_READY'])
+/** Codes whose page offers the same request again (the application failed, not the login). */
+const RETRY_SAME: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
 /** Codes that may clear with time: tell clients when to retry. */
 const RETRY_AFTER: ReadonlySet<ErrorCode> = new Set(['IDP_UNAVAILABLE', 'NOT_READY', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
 
@@ -76,19 +81,23 @@ export interface ErrorResponse {
 
 /**
  * Build the response for an error; `sendError` sends it through Fastify, the fast lane
- * (`http/fast-lane.ts`) on the raw response.
+ * (`http/fast-lane.ts`) on the raw response. The retry link is chosen by the code: a fresh login
+ * (`retryUrl`, `{prefix}/start?rd=...`) after a sign-in failure, the same request again (`againUrl`)
+ * on the page of an application that failed (502, 504), none otherwise.
  */
-export function errorResponse(err: unknown, html: boolean, requestId: string, retryUrl: string): ErrorResponse {
+export function errorResponse(err: unknown, html: boolean, requestId: string, retryUrl: string, againUrl?: string): ErrorResponse {
   let status: number
   let code: string
   let message: string
   let providerError: string | undefined
+  let providerDescription: string | undefined
   const headers: Record<string, string> = { ...PAGE_HEADERS }
   if (err instanceof PortcullisError) {
     status = STATUS[err.code]
     code = err.code
     message = err.publicMessage
     providerError = err.details.error
+    providerDescription = err.details.description
     if (RETRY_AFTER.has(err.code)) headers['retry-after'] = '5'
   } else {
     ;({ status, code, message } = fromFastifyError(err as FastifyError))
@@ -96,14 +105,22 @@ export function errorResponse(err: unknown, html: boolean, requestId: string, re
   const retry = err instanceof PortcullisError && RETRY_LOGIN.has(err.code) ? retryUrl : undefined
   if (html) {
     const title = err instanceof PortcullisError ? TITLES[err.code] : status === 500 ? 'Internal error' : 'Bad request'
+    const link = retry ?? (err instanceof PortcullisError && RETRY_SAME.has(err.code) ? againUrl : undefined)
     headers['content-type'] = 'text/html; charset=utf-8'
-    return { status, headers, body: renderErrorPage({ status, title, message, code, requestId, providerError, retryUrl: retry }) }
+    return {
+      status,
+      headers,
+      body: renderErrorPage({ status, title, message, code, requestId, providerError, providerDescription, retryUrl: link }),
+    }
   }
   const body: Record<string, string> = { error: code, message, requestId }
   if (providerError !== undefined) body.providerError = providerError
+  if (providerDescription !== undefined) body.providerDescription = providerDescription
   if (retry !== undefined) body.retry = retry
   headers['content-type'] = 'application/json; charset=utf-8'
-  return { status, headers, body: JSON.stringify(body) }
+  // `<`, `>` and `&` as \u escapes: the provider's text never reaches a client as markup, even one
+  // that ignores the content type.
+  return { status, headers, body: JSON.stringify(body).replace(/[<>&]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`) }
 }
 
 export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply, retryUrl: string): FastifyReply {
@@ -126,7 +143,20 @@ export function writeError(
     res.destroy()
     return
   }
-  const out = errorResponse(err, wantsHtml(requestHeaders), requestId, '/')
+  const out = errorResponse(err, wantsHtml(requestHeaders), requestId, '/', sameRequestUrl(res))
   res.writeHead(out.status, { ...own, ...out.headers, 'content-length': Buffer.byteLength(out.body) })
   res.end(out.body)
+}
+
+/**
+ * The link that repeats the request `res` answers: its own path and query, for a GET or HEAD only (a
+ * link cannot repeat a form post). Only a path on this origin: a target such as `//host/x` would be
+ * a link to another site.
+ */
+export function sameRequestUrl(res: ServerResponse): string | undefined {
+  const req = (res as ServerResponse & { req?: IncomingMessage }).req
+  if (req === undefined || (req.method !== 'GET' && req.method !== 'HEAD')) return undefined
+  const target = req.url ?? ''
+  if (!target.startsWith('/') || target.startsWith('//') || target.startsWith('/\\') || target.length > 2048) return undefined
+  return target
 }

@@ -14,11 +14,17 @@ export interface ErrorPage {
   readonly requestId: string
   /** Provider error code at the callback, shown verbatim (already restricted to a safe charset). */
   readonly providerError?: string | undefined
+  /** The provider's `error_description`, already cleaned and shortened (`safeDescription`); escaped here. */
+  readonly providerDescription?: string | undefined
   readonly retryUrl?: string | undefined
 }
 
 export function renderErrorPage(p: ErrorPage): string {
-  const provider = p.providerError === undefined ? '' : `<p>The identity provider answered: <code>${escapeHtml(p.providerError)}</code></p>`
+  const provider = p.providerError === undefined ? '' : `<p>The identity provider answered: <code>${escapeHtml(p.providerError)}</code></p>\n`
+  const description =
+    p.providerDescription === undefined || p.providerDescription === ''
+      ? ''
+      : `<p>Its explanation: <q>${escapeHtml(p.providerDescription)}</q></p>\n`
   const retry = p.retryUrl === undefined ? '' : `<p><a href="${escapeHtml(p.retryUrl)}">Try again</a></p>`
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -27,7 +33,7 @@ export function renderErrorPage(p: ErrorPage): string {
 </head><body>
 <h1>${escapeHtml(p.title)}</h1>
 <p>${escapeHtml(p.message)}</p>
-${provider}${retry}
+${provider}${description}${retry}
 <p><small>Error ${escapeHtml(p.code)} · status ${p.status} · request ${escapeHtml(p.requestId)}</small></p>
 </body></html>
 `

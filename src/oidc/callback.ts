@@ -10,7 +10,7 @@ import type { TokenSet } from './tokens.ts'
  * Finish a login: openid-client checks state, the RFC 9207 `iss` parameter (required when the provider
  * advertises it), exchanges the code with the client secret and PKCE verifier, and validates the ID
  * token claims (iss, aud, azp, exp, iat type, nonce, alg). We then verify the ID-token signature with
- * our own JWKS and allow-list, and bound `iat` (STYLE.md §4, "Not validated — ours to add").
+ * our own JWKS and allow-list, and bound `iat`: checks openid-client leaves to its caller.
  *
  * `callbackUrl` must be built from `server.publicUrl` (never the Host header): openid-client derives
  * the `redirect_uri` it sends to the token endpoint from it.
@@ -25,7 +25,10 @@ export async function completeLogin(oidc: OidcClient, tx: LoginTransaction, call
       idTokenExpected: true,
     })
   } catch (err) {
-    throw mapOidcError(err, 'callback')
+    throw mapOidcError(err, 'callback', {
+      url: oidc.summary.tokenEndpoint,
+      authMethod: oidc.tokenEndpointAuthMethod,
+    })
   }
   return toTokenSet(oidc, response, nowMs)
 }

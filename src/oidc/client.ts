@@ -1,10 +1,11 @@
+import { randomBytes } from 'node:crypto'
 import * as client from 'openid-client'
 import type { Config } from '../config/types.ts'
-import { PortcullisError } from '../errors.ts'
+import { type Diagnosis, PortcullisError } from '../errors.ts'
 import { ASYMMETRIC_ALGS, createJwks, type Jwks } from './jwks.ts'
 import { AccessTokenVerifier } from './access-token.ts'
 import { systemClock, type Clock } from '../clock.ts'
-import { mapOidcError } from './errors.ts'
+import { clientAuthCheck, isClientAuthFailure, mapOidcError, oauthAnswerOf, safeCode, safeDescription } from './errors.ts'
 import type { ProviderSummary } from './tokens.ts'
 
 /**
@@ -23,6 +24,20 @@ export interface OidcClient {
   readonly clockToleranceSec: number
   /** Verifies (once per token) the JWT access tokens held in sessions. */
   readonly accessTokens: AccessTokenVerifier
+  /** The configured `provider.tokenEndpointAuthMethod`. */
+  readonly tokenEndpointAuthMethod: string
+  /** `portcullis check`: do the client's credentials pass at the token endpoint? (See {@link checkClientAuthentication}.) */
+  checkClientAuthentication(): Promise<ClientAuthCheck>
+}
+
+/**
+ * What the token endpoint said to an exchange of a made-up code: `accepted` (it refused only the code,
+ * `invalid_grant`: the client authenticated), `refused` (`invalid_client` or a 401), `failed` (a 5xx,
+ * `unauthorized_client`, or the made-up code accepted), `unclear` (any other answer).
+ */
+export interface ClientAuthCheck {
+  readonly outcome: 'accepted' | 'refused' | 'failed' | 'unclear'
+  readonly diagnosis: Diagnosis
 }
 
 export type ProviderConfig = Config['provider']
@@ -57,7 +72,7 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
         timeout: timeoutSec,
       })
     } catch (err) {
-      throw mapOidcError(err, 'discovery')
+      throw mapOidcError(err, 'discovery', { issuer: cfg.issuer })
     }
     base = discovered.serverMetadata()
   } else {
@@ -96,7 +111,7 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
   try {
     await jwks.reload()
   } catch (err) {
-    throw mapOidcError(err, 'jwks')
+    throw mapOidcError(err, 'jwks', { url: server.jwks_uri as string })
   }
   const summary: ProviderSummary = {
     issuer: server.issuer,
@@ -118,6 +133,8 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
     issuer: server.issuer,
     clientId: cfg.clientId,
     redirectUri,
+    tokenEndpointAuthMethod: cfg.tokenEndpointAuthMethod,
+    checkClientAuthentication: () => checkClientAuthentication(configuration, redirectUri, cfg.tokenEndpointAuthMethod, summary.tokenEndpoint),
     idTokenAlgorithms: [cfg.idTokenSignedResponseAlg],
     clockToleranceSec: Math.ceil(cfg.clockSkew / 1000),
     accessTokens: new AccessTokenVerifier(jwks, {
@@ -130,4 +147,52 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
       clock,
     }),
   }
+}
+
+/**
+ * Test the client's credentials without a user: an authorization-code exchange of a made-up code, sent
+ * with the configured client authentication. A provider authenticates the client before it looks at
+ * the code, so `invalid_grant` means the credentials passed and `invalid_client` (or a bare 401) that
+ * they did not. Network failures throw, mapped like any other provider error.
+ */
+export async function checkClientAuthentication(
+  configuration: client.Configuration,
+  redirectUri: string,
+  authMethod: string,
+  tokenEndpoint: string,
+): Promise<ClientAuthCheck> {
+  try {
+    await client.genericGrantRequest(configuration, 'authorization_code', {
+      code: `portcullis-check-${randomBytes(18).toString('base64url')}`,
+      redirect_uri: redirectUri,
+      code_verifier: client.randomPKCECodeVerifier(),
+    })
+  } catch (err) {
+    const answer = oauthAnswerOf(err)
+    if (answer === undefined) throw mapOidcError(err, 'check', { url: tokenEndpoint, authMethod })
+    const seen = {
+      url: answer.url ?? tokenEndpoint,
+      status: answer.status,
+      ...(answer.error === undefined ? {} : { error: safeCode(answer.error) }),
+      ...(answer.description === undefined ? {} : { description: safeDescription(answer.description) }),
+    }
+    if (answer.error === 'invalid_grant') {
+      return { outcome: 'accepted', diagnosis: { problem: `the client authenticated (${authMethod}); the token endpoint refused only the made-up code`, ...seen } }
+    }
+    if (isClientAuthFailure(answer)) {
+      return {
+        outcome: 'refused',
+        diagnosis: { problem: 'the token endpoint did not accept the client credentials', ...seen, check: clientAuthCheck(authMethod) },
+      }
+    }
+    if (answer.status >= 500) return { outcome: 'failed', diagnosis: { problem: 'the token endpoint failed', ...seen } }
+    if (answer.error === 'unauthorized_client') {
+      return {
+        outcome: 'failed',
+        diagnosis: { problem: 'the provider does not let this client use the authorization code grant', ...seen, check: 'the grant types the provider allows for provider.clientId' },
+      }
+    }
+    return { outcome: 'unclear', diagnosis: { problem: 'the token endpoint answered a made-up code with neither invalid_grant nor invalid_client', ...seen } }
+  }
+  return { outcome: 'failed', diagnosis: { problem: 'the token endpoint accepted a made-up authorization code', url: tokenEndpoint, status: 200 } }
 }

@@ -55,7 +55,7 @@ export function createProviderConnection(
       for (const w of waiters.splice(0)) w.resolve(connected)
     } catch (err) {
       if (stopped) return
-      lastError = mapOidcError(err, 'discovery')
+      lastError = mapOidcError(err, 'discovery', { issuer: cfg.issuer })
       const wait = delay
       delay = Math.min(delay * 2, retry.maxMs)
       events.onError?.(lastError, wait)
@@ -68,7 +68,7 @@ export function createProviderConnection(
   return {
     get(): OidcClient {
       if (current !== null) return current
-      throw new PortcullisError('NOT_READY', 'Sign-in is temporarily unavailable: the identity provider cannot be reached. Try again in a moment.', {
+      throw new PortcullisError('NOT_READY', 'The identity provider cannot be reached, so no one can sign in right now. Try again in a moment.', {
         cause: lastError ?? undefined,
       })
     },

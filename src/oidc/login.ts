@@ -3,7 +3,7 @@ import type { OidcClient } from './client.ts'
 
 /**
  * The login transaction: everything the callback needs to finish one login, sealed into a short-lived
- * cookie named for its state so several tabs can log in at once (DESIGN.md §4).
+ * cookie named for its state so several tabs can log in at once.
  */
 export interface LoginTransaction {
   readonly state: string

@@ -1,20 +1,20 @@
 /**
  * The callback against the real provider, when something is off: the provider answers with an
- * `error` (403 page with a retry link, no session, no loop), or the response does not belong to a
- * live login of this browser — no state, a changed state, no or another login's transaction cookie,
- * a replayed code, duplicated parameters, a tampered RFC 9207 `iss`, an expired transaction (400).
+ * `error` (403 page with a retry link that keeps the page the user wanted, no session, no loop), or
+ * the response does not belong to a live login of this browser — no state, a changed state, no or
+ * another login's transaction cookie, a replayed code, duplicated parameters, a tampered RFC 9207
+ * `iss`, an expired transaction (400).
  *
- * Every refusal also checks: no session cookie, no stack trace, no token or code in the body, the
- * provider's `error_description` (attacker-controlled text) not echoed; and each stack's logs hold no
- * code, no JWT and no client secret.
- *
- * @see DESIGN.md §4 (callback), STYLE.md §2.4
+ * Every refusal also checks: no session cookie, no stack trace, no token or code in the body; the
+ * provider's `error_description` (attacker-controlled text) shown only with its `error`, HTML-escaped,
+ * cleaned and shortened, never as markup, and not echoed at all by the other refusals; and each
+ * stack's logs hold no code, no JWT and no client secret.
  */
 import t from 'tap'
 import type { Test } from 'tap'
 import { configFor } from '../helpers/config.ts'
 import { CookieJar, request, type TestResponse } from '../helpers/http.ts'
-import { authorizeUntilCallback, login, NAVIGATION_HEADERS } from '../helpers/login.ts'
+import { authorizeUntilCallback, login, NAVIGATION_HEADERS, parseForm } from '../helpers/login.ts'
 import { reserveHeldPort, startPortcullis, startStack, type Stack } from '../helpers/portcullis.ts'
 import { startTestProvider, type RunningProvider } from '../helpers/provider.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
@@ -40,15 +40,34 @@ function assertNoSessionSet(t: Test, res: TestResponse): void {
   t.same(set, [], 'no session cookie set')
 }
 
-/** The properties every refusal has, whatever its status. */
-function assertClean(t: Test, res: TestResponse, secrets: Secrets): void {
+/** `DESCRIPTION` as the error page shows it: HTML-escaped. */
+const DESCRIPTION_ESCAPED = `User denied &#60;b&#62;${DESCRIPTION_MARKER}&#60;/b&#62;`
+
+/**
+ * The properties every refusal has, whatever its status. `description`: whether the provider's
+ * `error_description` belongs on this answer (it does only next to the provider's `error`).
+ */
+function assertClean(t: Test, res: TestResponse, secrets: Secrets, description: 'shown' | 'hidden' = 'hidden'): void {
   assertNoSessionSet(t, res)
   t.equal(res.headers.location, undefined, 'no Location (no redirect loop)')
   t.notMatch(res.body, /\n\s*at |\bat \S+\.(?:ts|js):\d+|Error:/, 'no stack trace')
   t.notMatch(res.body, /eyJ/, 'no JWT in the body')
   t.same([...secrets.codes].filter((c) => res.body.includes(c)), [], 'no authorization code in the body')
   t.notOk(res.body.includes(secrets.clientSecret), 'no client secret in the body')
-  t.notOk(res.body.includes(DESCRIPTION_MARKER) || res.body.includes('User denied'), 'error_description not echoed')
+  t.notMatch(res.body, /<b>/, 'no markup from the provider')
+  if (description === 'hidden') {
+    t.notOk(res.body.includes(DESCRIPTION_MARKER) || res.body.includes('User denied'), 'error_description not echoed')
+  } else if (/^text\/html/.test(String(res.headers['content-type']))) {
+    t.ok(res.body.includes(`<q>${DESCRIPTION_ESCAPED}</q>`), "the provider's error_description is shown, HTML-escaped")
+  } else {
+    t.equal(res.json<{ providerDescription?: string }>().providerDescription, DESCRIPTION, "the provider's error_description is in the JSON")
+  }
+}
+
+/** The `href` of the page's "Try again" link, HTML entities decoded. */
+function tryAgainHref(body: string): string | undefined {
+  const href = /<a href="([^"]*)">Try again<\/a>/.exec(body)?.[1]
+  return href?.replace(/&#(\d+);/g, (_, n: string) => String.fromCharCode(Number(n)))
 }
 
 function assertLogsClean(t: Test, logText: string[], secrets: Secrets): void {
@@ -137,22 +156,27 @@ t.test('provider errors at the callback: 403 with a retry link, no session, no l
         const res = await request(`${proxy.url}/oauth2/callback?${params}`, { jar, headers })
 
         t.equal(res.status, 403, `${label}: 403`)
-        assertClean(t, res, secrets)
+        assertClean(t, res, secrets, 'shown')
         if (c.state === 'real') {
           t.equal(hadTx, 1, `${label}: the login had a transaction cookie`)
           t.same(txCookies(jar), [], `${label}: the transaction cookie is cleared`)
         }
+        // The login of a real state was started for /x: "Try again" goes back to it. Without this
+        // browser's transaction there is no page to return to, and the link starts a plain login.
+        const expectedRetry = c.state === 'real' ? `${proxy.url}/oauth2/start?rd=${encodeURIComponent(`${proxy.url}/x`)}` : `${proxy.url}/oauth2/start`
         if (html) {
           t.match(res.headers['content-type'], /^text\/html/, `${label}: HTML`)
           t.ok(res.body.includes(`<code>${c.error}</code>`), `${label}: the page shows the provider's code`)
           t.match(res.body, /LOGIN_DENIED/, `${label}: and our error code`)
           t.match(res.body, retryHref, `${label}: a "Try again" link to /oauth2/start`)
+          t.equal(tryAgainHref(res.body), expectedRetry, `${label}: ${c.state === 'real' ? 'keeping the original rd' : 'without an rd'}`)
         } else {
           t.match(res.headers['content-type'], /^application\/json/, `${label}: JSON`)
           const body = res.json<{ error: string; providerError?: string; retry?: string }>()
           t.equal(body.error, 'LOGIN_DENIED')
           t.equal(body.providerError, c.error)
           t.ok(body.retry?.startsWith(`${proxy.url}/oauth2/start`), `${label}: a retry URL`)
+          t.equal(body.retry, expectedRetry, `${label}: ${c.state === 'real' ? 'keeping the original rd' : 'without an rd'}`)
         }
       }
     })
@@ -172,7 +196,7 @@ t.test('provider errors at the callback: 403 with a retry link, no session, no l
         const params = new URLSearchParams({ error, error_description: DESCRIPTION, state, iss: provider.issuer })
         const res = await request(`${proxy.url}/oauth2/callback?${params}`, { jar, headers: html ? NAVIGATION_HEADERS : JSON_HEADERS })
         t.equal(res.status, 403)
-        assertClean(t, res, secrets)
+        assertClean(t, res, secrets, 'shown')
         t.notOk(res.setCookies.some((l) => l.includes('forged')), 'no header injection')
         if (html) {
           t.notMatch(res.body, /<script|<img|onerror=alert\(1\)>/i, 'no markup from the provider')
@@ -186,6 +210,81 @@ t.test('provider errors at the callback: 403 with a retry link, no session, no l
         }
       }
     }
+  })
+
+  await t.test('an error_description is cleaned (control characters, separators, bidi overrides) and cut at 200 characters', async (t) => {
+    const long = `<script>alert(1)</script> ${'A'.repeat(500)}`
+    const cases = [
+      { description: long, shown: `&#60;script&#62;alert(1)&#60;/script&#62; ${'A'.repeat(200 - 27)}…` },
+      { description: 'one\r\nSet-Cookie: _portcullis=forged\u0000two\u2028three\u202eevil', shown: 'one Set-Cookie: _portcullis=forged two three evil' },
+      { description: '  \t\r\n\u0000 ', shown: null },
+    ]
+    for (const c of cases) {
+      for (const html of [true, false]) {
+        const jar = new CookieJar()
+        const state = await startLogin(t, proxy.url, jar)
+        const params = new URLSearchParams({ error: 'access_denied', error_description: c.description, state, iss: provider.issuer })
+        const res = await request(`${proxy.url}/oauth2/callback?${params}`, { jar, headers: html ? NAVIGATION_HEADERS : JSON_HEADERS })
+        t.equal(res.status, 403)
+        assertClean(t, res, secrets)
+        t.notOk(res.setCookies.some((l) => l.includes('forged')), 'no header injection')
+        t.notMatch(res.body, /<script/i, 'no markup')
+        if (html) {
+          const quoted = /<q>([^<]*)<\/q>/.exec(res.body)?.[1]
+          if (c.shown === null) t.equal(quoted, undefined, 'nothing shown when nothing is left after cleaning')
+          else t.equal(quoted, c.shown, 'shown escaped, cleaned and shortened')
+        } else {
+          const { providerDescription } = res.json<{ providerDescription?: string }>()
+          if (c.shown === null) t.equal(providerDescription, undefined, 'no providerDescription when nothing is left')
+          else {
+            t.ok(providerDescription !== undefined && [...providerDescription].length <= 200, 'at most 200 characters')
+            t.notMatch(providerDescription ?? '', /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e]/, 'no control character, separator or bidi override')
+          }
+        }
+      }
+    }
+  })
+
+  await t.test('the real provider\'s Cancel (access_denied): the page shows its answer, and "Try again" returns to the page the user wanted', async (t) => {
+    const jar = new CookieJar()
+    const wanted = `${proxy.url}/wanted/page?tab=2`
+    // The browser asks for a protected page and is sent through /oauth2/start to the provider's login form.
+    let url = wanted
+    let res = await request(url, { jar, headers: NAVIGATION_HEADERS })
+    for (let i = 0; i < 10 && res.status >= 300 && res.status < 400; i++) {
+      url = new URL(String(res.headers.location), url).href
+      res = await request(url, { jar, headers: NAVIGATION_HEADERS })
+    }
+    t.equal(res.status, 200, 'the provider shows its login form')
+    const cancel = /<form method="post" action="([^"]*\/abort)">/.exec(res.body)?.[1]
+    t.ok(cancel, 'with a Cancel button')
+    t.ok(parseForm(res.body, url)?.fields.login !== undefined, 'the first form is the login form')
+    res = await request(new URL(cancel ?? '', url).href, { method: 'POST', jar, headers: NAVIGATION_HEADERS })
+    let callback: string | undefined
+    for (let i = 0; i < 10 && res.status >= 300 && res.status < 400; i++) {
+      const next = new URL(String(res.headers.location), url)
+      if (next.origin === new URL(proxy.url).origin && next.pathname === '/oauth2/callback') {
+        callback = next.href
+        break
+      }
+      url = next.href
+      res = await request(url, { jar, headers: NAVIGATION_HEADERS })
+    }
+    t.ok(callback, 'the provider sends the browser back to the callback')
+    const back = new URL(callback ?? proxy.url)
+    t.equal(back.searchParams.get('error'), 'access_denied', 'with error=access_denied')
+    t.equal(back.searchParams.get('error_description'), 'The user cancelled the sign-in.', 'and its error_description')
+
+    const page = await request(callback ?? '', { jar, headers: NAVIGATION_HEADERS })
+    t.equal(page.status, 403)
+    assertClean(t, page, secrets)
+    t.ok(page.body.includes('<code>access_denied</code>'), "the page shows the provider's code")
+    t.ok(page.body.includes('<q>The user cancelled the sign-in.</q>'), 'and its explanation')
+    const retry = tryAgainHref(page.body)
+    t.equal(retry, `${proxy.url}/oauth2/start?rd=${encodeURIComponent(wanted)}`, '"Try again" keeps the original rd')
+
+    const again = await login({ proxyUrl: proxy.url, startUrl: retry ?? '', jar })
+    t.equal(again.finalLocation, wanted, 'and signing in from it lands on the page the user wanted')
   })
 
   t.equal(stack.upstream.requests.length, 0, 'the upstream saw nothing')

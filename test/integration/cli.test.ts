@@ -3,6 +3,7 @@ import { connect } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import t from 'tap'
+import type { Test } from 'tap'
 import { reservePort } from '../helpers/portcullis.ts'
 import { startTestProvider } from '../helpers/provider.ts'
 import { TEST_SECRET } from '../helpers/config.ts'
@@ -74,6 +75,10 @@ t.test('portcullis check reports what the provider offers', async (t) => {
     )
     return file
   }
+  const noPlaceholder = (t: Test, res: { stdout: string; stderr: string }) => {
+    t.notMatch(res.stdout, /\[object/, 'stdout: no [object …]')
+    t.notMatch(res.stderr, /\[object/, 'stderr: no [object …]')
+  }
   const ok = await runCli(['check', '--config', write('ok.yaml', provider.issuer)])
   t.equal(ok.code, 0, ok.stderr)
   t.match(ok.stdout, `authorization endpoint: ${provider.issuer}/oauth/authorize`)
@@ -83,17 +88,82 @@ t.test('portcullis check reports what the provider offers', async (t) => {
   t.match(ok.stdout, /RFC 9207 iss parameter: advertised/)
   t.match(ok.stdout, /RS256/)
   t.match(ok.stdout, /redirect URI to register at the provider: http:\/\/127\.0\.0\.1:1\/oauth2\/callback/)
+  t.match(ok.stdout, /client authentication: ok \(the client authenticated \(client_secret_basic\)/, 'the client credentials were tested')
+  t.match(ok.stdout, `url: ${provider.issuer}/oauth/token; answer: HTTP 400 invalid_grant`, 'by a code exchange the provider refused for its code only')
+  t.match(ok.stdout, /\nok\n$/)
+  t.equal(
+    provider.requests.filter((r) => r.method === 'POST' && r.path === '/oauth/token' && r.grantType === 'authorization_code').length,
+    1,
+    'one authorization-code exchange reached the token endpoint',
+  )
+  noPlaceholder(t, ok)
 
   // Same server, another name for it: discovery names a different issuer than configured.
   const other = provider.issuer.replace('127.0.0.1', 'localhost')
   const mismatch = await runCli(['check', '--config', write('mismatch.yaml', other)])
   t.equal(mismatch.code, 1)
   t.match(mismatch.stderr, /problem: .*does not match the configuration/)
-  t.match(mismatch.stderr, /issuer/)
+  t.match(mismatch.stderr, /the discovery document names another issuer than the configured one/)
+  t.match(mismatch.stderr, `url: ${other}/.well-known/openid-configuration`, 'names the URL')
+  t.match(mismatch.stderr, 'answer: HTTP 200', 'and its status')
+  t.match(mismatch.stderr, `issuer: configured ${other}, the provider says ${provider.issuer}\n`, 'and both issuers')
+  t.match(mismatch.stderr, 'check: provider.issuer')
+  noPlaceholder(t, mismatch)
 
-  const down = await runCli(['check', '--config', write('down.yaml', `http://127.0.0.1:${await reservePort()}`)])
+  // The right server, a wrong path: no discovery document there.
+  const wrongPath = `${provider.issuer}/realms/nope`
+  const notFound = await runCli(['check', '--config', write('404.yaml', wrongPath)])
+  t.equal(notFound.code, 1)
+  t.match(notFound.stderr, /problem: /)
+  t.match(notFound.stderr, /no discovery document at the configured issuer \(HTTP 404\)/)
+  t.match(notFound.stderr, `url: ${wrongPath}/.well-known/openid-configuration\n`, 'names the URL')
+  t.match(notFound.stderr, 'answer: HTTP 404\n', 'and its status')
+  noPlaceholder(t, notFound)
+
+  const downUrl = `http://127.0.0.1:${await reservePort()}`
+  const down = await runCli(['check', '--config', write('down.yaml', downUrl)])
   t.equal(down.code, 1)
   t.match(down.stderr, /problem: .*could not be reached/)
+  t.match(down.stderr, `url: ${downUrl}/.well-known/openid-configuration\n`, 'names the URL')
+  t.match(down.stderr, 'answer: no HTTP answer (ECONNREFUSED)', 'and that nothing answered')
+  noPlaceholder(t, down)
+})
+
+t.test('portcullis check tests the client credentials: a wrong secret is named, with either client authentication method', async (t) => {
+  const secret = 'cli-secret-long-enough'
+  const provider = await startTestProvider(t, {
+    clients: [
+      { clientId: 'basic', clientSecret: secret, redirectUris: ['http://127.0.0.1:1/oauth2/callback'], tokenEndpointAuthMethod: 'client_secret_basic' },
+      { clientId: 'post', clientSecret: secret, redirectUris: ['http://127.0.0.1:1/oauth2/callback'], tokenEndpointAuthMethod: 'client_secret_post' },
+    ],
+  })
+  const dir = t.testdir()
+  const write = (clientId: string, clientSecret: string) => {
+    const file = join(dir, `${clientId}-${clientSecret.length}.yaml`)
+    writeFileSync(
+      file,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${provider.issuer}\n  clientId: ${clientId}\n  clientSecret: ${clientSecret}\n  tokenEndpointAuthMethod: client_secret_${clientId}\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+    )
+    return file
+  }
+  const wrong = 'a-wrong-client-secret-of-some-length'
+  for (const method of ['basic', 'post']) {
+    await t.test(`client_secret_${method}`, async (t) => {
+      const right = await runCli(['check', '--config', write(method, secret)])
+      t.equal(right.code, 0, right.stderr)
+      t.match(right.stdout, `client authentication: ok (the client authenticated (client_secret_${method})`)
+
+      const refused = await runCli(['check', '--config', write(method, wrong)])
+      t.equal(refused.code, 1, 'a wrong secret fails the check')
+      t.notMatch(refused.stdout, /\nok\n/, 'and is not reported ok')
+      t.match(refused.stderr, /^problem: the token endpoint did not accept the client credentials\n/)
+      t.match(refused.stderr, `url: ${provider.issuer}/oauth/token\n`, 'names the token endpoint')
+      t.match(refused.stderr, 'answer: HTTP 401 invalid_client', 'its status and error code')
+      t.match(refused.stderr, `check: provider.clientSecret and provider.tokenEndpointAuthMethod (now client_secret_${method})`, 'and the settings to look at')
+      t.notOk(refused.stderr.includes(wrong) || refused.stdout.includes(wrong), 'never the secret')
+      t.notMatch(refused.stderr + refused.stdout, /\[object/, 'no [object …]')
+    })
+  }
 })
 
 t.test('SIGHUP reloads the config file; a broken file keeps the running config; SIGTERM exits 0', async (t) => {
@@ -115,7 +185,9 @@ t.test('SIGHUP reloads the config file; a broken file keeps the running config; 
     child.kill('SIGKILL')
   })
   let out = ''
+  let err = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
 
   t.ok(await eventually(() => out.includes('portcullis listening')), 'started')
@@ -129,6 +201,11 @@ t.test('SIGHUP reloads the config file; a broken file keeps the running config; 
   writeFileSync(file, 'server: [not, a, mapping\n')
   child.kill('SIGHUP')
   t.ok(await eventually(() => out.includes('reload refused')), 'a broken file is refused')
+  const refusal = out.split('\n').find((l) => l.includes('reload refused')) ?? ''
+  t.match(refusal, /the running configuration was kept/, 'the log line says the running config was kept')
+  t.ok(await eventually(() => err.includes('problem(s) in')), 'the problems are printed')
+  t.match(err, /problem\(s\) in \S+config\.yaml; not reloaded; the running configuration was kept\./, 'stderr says the running config was kept')
+  t.notMatch(err, /nothing was started/, 'not what a failed start says')
   t.equal((await request(`http://127.0.0.1:${port}/x`, { headers: { accept: 'application/json' } })).status, 200, 'the running config is kept')
 
   child.kill('SIGTERM')

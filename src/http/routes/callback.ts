@@ -1,8 +1,9 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { PortcullisError } from '../../errors.ts'
+import { formatDiagnosis, PortcullisError } from '../../errors.ts'
 import { completeLogin } from '../../oidc/callback.ts'
-import { safeCode } from '../../oidc/errors.ts'
+import { safeCode, safeDescription } from '../../oidc/errors.ts'
+import type { LoginTransaction } from '../../oidc/login.ts'
 import { expiresAt, sessionFromTokens } from '../../session/model.ts'
 import { openTransaction, txCookieName } from '../../session/transaction.ts'
 import { clearTransactionCookie, putCookies, sessionCookieLines } from '../cookies.ts'
@@ -11,31 +12,41 @@ import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
 
 /**
- * GET {prefix}/callback: the provider's answer. An `error` is shown as a page with a retry link (no
+ * GET {prefix}/callback: the provider's answer. An `error` is shown as a page with the provider's
+ * code and (cleaned, shortened) `error_description`, and a retry link that keeps the login's `rd` (no
  * session, no loop). Otherwise the transaction cookie named for `state` must open and hold the same
  * state (constant time); openid-client and `oidc/callback.ts` do the protocol checks; the session is
- * sealed into the cookie, the transaction cookie cleared, and the browser sent to `rd`.
+ * sealed into the cookie, the transaction cookie cleared, and the browser sent to `rd`. A failure
+ * that another server explained (a Diagnosis: client authentication refused at the token endpoint,
+ * ...) adds a `problem` line to the request's log entry, for the operator.
  */
 export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): void {
   app.get(`${holder.current.prefix}/callback`, { config: { kind: 'auth', label: 'auth:callback' } }, async (request, reply) => {
     const rt = request.portcullis.runtime
     const query = readQuery(request.url)
-    for (const name of ['code', 'iss', 'error_description', 'session_state']) single(query, name)
+    for (const name of ['code', 'iss', 'session_state']) single(query, name)
+    const description = single(query, 'error_description')
     const state = single(query, 'state')
     const error = single(query, 'error')
     const cookieName = state === undefined ? undefined : txCookieName(rt.config.session.cookieName, state)
     if (cookieName !== undefined && request.cookies[cookieName] !== undefined) clearTransactionCookie(rt, reply, cookieName)
+    const sealed = cookieName === undefined ? undefined : request.cookies[cookieName]
+    const now = rt.clock.now()
+    const opened = sealed === undefined ? null : await openTransaction(sealed, rt.loginKeys, now, rt.config.session.loginTimeout)
+    const tx: LoginTransaction | null = opened !== null && state !== undefined && sameString(opened.state, state) ? opened : null
 
     if (error !== undefined) {
-      throw new PortcullisError('LOGIN_DENIED', 'The identity provider did not complete the sign-in.', { details: { error: safeCode(error) } })
+      // "Try again" returns to the page the user wanted, when this browser started the login.
+      if (tx !== null) request.portcullis.retryRd = tx.rd
+      const shown = description === undefined ? '' : safeDescription(description)
+      throw new PortcullisError('LOGIN_DENIED', 'The identity provider did not complete the sign-in.', {
+        details: { error: safeCode(error), ...(shown === '' ? {} : { description: shown }) },
+      })
     }
     if (state === undefined || cookieName === undefined) {
       throw new PortcullisError('LOGIN_FAILED', 'The sign-in response is missing its state. Please sign in again.')
     }
-    const sealed = request.cookies[cookieName]
-    const now = rt.clock.now()
-    const tx = sealed === undefined ? null : await openTransaction(sealed, rt.loginKeys, now, rt.config.session.loginTimeout)
-    if (tx === null || !sameString(tx.state, state)) {
+    if (tx === null) {
       throw new PortcullisError(
         'LOGIN_FAILED',
         'This sign-in cannot be completed: it expired, was already used, or was started in another browser. Please sign in again.',
@@ -43,7 +54,15 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
     }
     request.portcullis.retryRd = tx.rd
     const search = request.url.slice(request.url.indexOf('?'))
-    const tokens = await completeLogin(rt.provider.get(), tx, new URL(`${rt.prefix}/callback${search}`, rt.publicUrl), now)
+    let tokens
+    try {
+      tokens = await completeLogin(rt.provider.get(), tx, new URL(`${rt.prefix}/callback${search}`, rt.publicUrl), now)
+    } catch (err) {
+      if (err instanceof PortcullisError && err.diagnosis !== undefined) {
+        request.portcullis.logFields = { ...request.portcullis.logFields, problem: formatDiagnosis(err.diagnosis) }
+      }
+      throw err
+    }
     // A new login never continues an old session (no fixation): forget whatever the browser had.
     const previous = readSessionCookie(request, rt.config.session.cookieName)
     if (previous !== null) await rt.sessions.clear(previous)
