@@ -8,10 +8,13 @@ import t from 'tap'
 import { describeError, describeValue, formatDiagnosis, loggableCause, PortcullisError } from '../../src/errors.ts'
 import { safeError } from '../../src/http/logging.ts'
 
+/** Shaped like openid-client's ResponseBodyError: an OAuth `error` field and the parsed body as cause. */
 class BodyError extends Error {
-  constructor(readonly error: string, cause: unknown) {
+  readonly error: string
+  constructor(error: string, cause: unknown) {
     super('server responded with an error in the response body', { cause })
     this.name = 'ResponseBodyError'
+    this.error = error
   }
 }
 

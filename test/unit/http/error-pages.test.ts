@@ -28,7 +28,7 @@ function constructed(): Array<{ code: ErrorCode; message: string; where: string 
   for (const file of files(SRC)) {
     const text = readFileSync(file, 'utf8')
     for (const m of text.matchAll(CONSTRUCTED)) {
-      let message = m[2] ?? m[3]
+      let message: string | undefined = m[2] ?? m[3]
       if (message === undefined && m[4] !== undefined) {
         const constant = new RegExp(String.raw`const ${m[4]}\s*=\s*(?:${LITERAL})`).exec(text)
         message = constant?.[1] ?? constant?.[2]
