@@ -2,9 +2,8 @@
  * An echo upstream: the "legacy app" behind Portcullis in `portcullis demo`, and the upstream the
  * integration tests proxy to. It answers every HTTP request with what it received (JSON for API
  * clients, an HTML page listing the identity headers for browsers), records every request so a test
- * can assert what reached it, and speaks WebSocket on any path.
- *
- * @see DESIGN.md §9, STYLE.md §2.6
+ * can assert what reached it, and speaks WebSocket on any path. With `signedOutPath` (the demo), that
+ * path is the page a browser lands on after signing out.
  */
 import http from 'node:http'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -40,6 +39,11 @@ export interface EchoUpstreamOptions {
   port?: number
   /** Title of the HTML page. Default "Demo app behind Portcullis". */
   title?: string
+  /**
+   * A path that shows, to a browser, a "You are signed out" page with a link to sign in again (the
+   * demo's `post_logout_redirect_uri`). Unset: every path echoes.
+   */
+  signedOutPath?: string
 }
 
 /** Longest delay `/slow?ms=N` honours, so a typo cannot hang a test run. */
@@ -76,6 +80,17 @@ td{font-family:ui-monospace,monospace;word-break:break-all}`,
 <h2>Identity headers received</h2>
 ${table}
 <p><a href="/oauth2/sign_out">Sign out</a></p>`,
+  )
+}
+
+/** Where a signed-out browser lands: it says so and offers to sign in again (`/` is protected). */
+function signedOutPage(title: string): string {
+  return htmlPage(
+    `Signed out - ${title}`,
+    'body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}',
+    `<h1>You are signed out</h1>
+<p>You have signed out of ${escapeHtml(title)} and of the demo provider.</p>
+<p><a href="/">Sign in again</a></p>`,
   )
 }
 
@@ -133,6 +148,13 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
     const record = recordOf(req, await readBody(req))
     requests.push(record)
     const url = new URL(record.url, 'http://upstream.invalid')
+
+    if (opts.signedOutPath !== undefined && url.pathname === opts.signedOutPath && (req.headers.accept ?? '').includes('text/html')) {
+      const html = signedOutPage(title)
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' })
+      res.end(req.method === 'HEAD' ? undefined : html)
+      return
+    }
 
     const statusMatch = /^\/status\/(\d{3})$/.exec(url.pathname)
     if (statusMatch) {
