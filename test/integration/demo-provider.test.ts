@@ -207,7 +207,7 @@ t.test('embedded provider: PKCE is required', async (t) => {
 })
 
 /**
- * A stand-in for Portcullis, just enough of DESIGN.md §2/§4 to drive the login helpers: navigations
+ * A stand-in for Portcullis, just enough of its request pipeline and login to drive the login helpers: navigations
  * to anything without a session go to /oauth2/start, which redirects to the provider; /oauth2/callback
  * exchanges the code and redirects to `rd` with a session cookie.
  */

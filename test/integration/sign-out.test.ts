@@ -7,7 +7,10 @@
  * refused (400) and the session is left alone. Against a provider without an end-session endpoint
  * (the bad provider with `endSessionEndpoint: false`), sign-out goes straight to the validated `rd`.
  *
- * @see DESIGN.md §5, STYLE.md §2.6, OpenID Connect RP-Initiated Logout 1.0
+ * Real provider, not a mock; the bad provider only for what the real one will not do (no end-session
+ * endpoint).
+ *
+ * @see OpenID Connect RP-Initiated Logout 1.0
  */
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
