@@ -8,7 +8,7 @@ import { createRuntime, probeProvider, type Runtime, type RuntimeDeps } from './
 import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
-import { describeValue, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
+import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
 
 /**
  * The CLI:
@@ -295,12 +295,9 @@ async function check(file: string, env: Record<string, string | undefined>): Pro
       problem([e.publicMessage, ...diagnosisParts(e.diagnosis)])
       return 1
     }
-    // Nothing explained it: the cause chain as it is.
-    const because: string[] = []
-    for (let c: unknown = e.cause, depth = 0; c !== undefined && c !== null && depth < 5; c = c instanceof Error ? c.cause : undefined, depth++) {
-      because.push(`because: ${describeValue(c)}`)
-    }
-    problem([e.publicMessage, ...because])
+    // Nothing explained it: the cause chain, each link in words.
+    const [first = e.publicMessage, ...causes] = describeError(e)
+    problem([first, ...causes.map((c) => `because: ${c}`)])
     return 1
   }
 }
