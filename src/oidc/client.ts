@@ -5,7 +5,7 @@ import { type Diagnosis, PortcullisError } from '../errors.ts'
 import { ASYMMETRIC_ALGS, createJwks, type Jwks } from './jwks.ts'
 import { AccessTokenVerifier } from './access-token.ts'
 import { systemClock, type Clock } from '../clock.ts'
-import { clientAuthCheck, isClientAuthFailure, mapOidcError, oauthAnswerOf, safeCode, safeDescription } from './errors.ts'
+import { clientAuthCheck, discoveryUrl, isClientAuthFailure, mapOidcError, oauthAnswerOf, safeCode, safeDescription } from './errors.ts'
 import type { ProviderSummary } from './tokens.ts'
 
 /**
@@ -92,7 +92,9 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
     ['jwks_uri', 'jwks'],
   ] as const) {
     if (typeof server[key] !== 'string') {
-      throw new PortcullisError('IDP_REJECTED', `The provider metadata has no ${key}; set provider.endpoints.${name}.`)
+      throw new PortcullisError('IDP_REJECTED', `The provider metadata has no ${key}; set provider.endpoints.${name}.`, {
+        diagnosis: { problem: `the provider metadata has no ${key}`, ...metadataSource(cfg), check: `provider.endpoints.${name}` },
+      })
     }
   }
   const configuration = new client.Configuration(server, cfg.clientId, metadata, clientAuth)
@@ -104,6 +106,14 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
     throw new PortcullisError(
       'IDP_REJECTED',
       `The provider does not sign ID tokens with ${cfg.idTokenSignedResponseAlg} (it offers ${algs.join(', ')}); set provider.idTokenSignedResponseAlg.`,
+      {
+        diagnosis: {
+          problem: 'the provider does not sign ID tokens with the configured algorithm',
+          ...metadataSource(cfg),
+          compared: { name: 'id_token_signing_alg_values_supported', expected: cfg.idTokenSignedResponseAlg, received: algs.join(', ') },
+          check: 'provider.idTokenSignedResponseAlg',
+        },
+      },
     )
   }
 
@@ -147,6 +157,13 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
       clock,
     }),
   }
+}
+
+/** Where the metadata came from: the discovery document (answered 200), or the configuration alone. */
+function metadataSource(cfg: ProviderConfig): { url?: string; status?: number } {
+  if (!cfg.discovery) return {}
+  const url = discoveryUrl(cfg.issuer)
+  return url === undefined ? {} : { url, status: 200 }
 }
 
 /**

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
-import { connect } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
+import { createServer } from 'node:http'
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import t from 'tap'
@@ -164,6 +165,57 @@ t.test('portcullis check tests the client credentials: a wrong secret is named, 
       t.notMatch(refused.stderr + refused.stdout, /\[object/, 'no [object …]')
     })
   }
+})
+
+t.test('portcullis check: metadata that cannot work names its URL, status and both values', async (t) => {
+  // A discovery document of our own (what no real provider would serve): ES256 only, and another without a token endpoint.
+  let issuer = ''
+  const docs: Record<string, (base: string) => Record<string, unknown>> = {
+    '/es256': (base) => ({
+      issuer: base,
+      authorization_endpoint: `${base}/authorize`,
+      token_endpoint: `${base}/token`,
+      jwks_uri: `${base}/keys`,
+      id_token_signing_alg_values_supported: ['ES256'],
+    }),
+    '/no-token': (base) => ({ issuer: base, authorization_endpoint: `${base}/authorize`, jwks_uri: `${base}/keys` }),
+  }
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').replace('/.well-known/openid-configuration', '')
+    const doc = docs[path]
+    if (doc === undefined || !(req.url ?? '').endsWith('/.well-known/openid-configuration')) {
+      res.writeHead(404).end()
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(doc(`${issuer}${path}`)))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const dir = t.testdir()
+  const write = (name: string, iss: string) => {
+    const file = join(dir, name)
+    writeFileSync(
+      file,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${iss}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+    )
+    return file
+  }
+  const es = await runCli(['check', '--config', write('es.yaml', `${issuer}/es256`)])
+  t.equal(es.code, 1)
+  t.match(es.stderr, /problem: The provider does not sign ID tokens with RS256/)
+  t.match(es.stderr, `url: ${issuer}/es256/.well-known/openid-configuration\n`, 'names the URL')
+  t.match(es.stderr, 'answer: HTTP 200\n', 'and its status')
+  t.match(es.stderr, 'id_token_signing_alg_values_supported: configured RS256, the provider says ES256\n', 'and both values')
+  t.match(es.stderr, 'check: provider.idTokenSignedResponseAlg')
+  t.notMatch(es.stderr + es.stdout, /\[object/)
+
+  const noToken = await runCli(['check', '--config', write('no-token.yaml', `${issuer}/no-token`)])
+  t.equal(noToken.code, 1)
+  t.match(noToken.stderr, /problem: The provider metadata has no token_endpoint/)
+  t.match(noToken.stderr, `url: ${issuer}/no-token/.well-known/openid-configuration\n`, 'names the URL')
+  t.match(noToken.stderr, 'check: provider.endpoints.token')
+  t.notMatch(noToken.stderr + noToken.stdout, /\[object/)
 })
 
 t.test('SIGHUP reloads the config file; a broken file keeps the running config; SIGTERM exits 0', async (t) => {
