@@ -4,6 +4,7 @@ import { formatDiagnosis, PortcullisError } from '../../errors.ts'
 import { completeLogin } from '../../oidc/callback.ts'
 import { safeCode, safeDescription } from '../../oidc/errors.ts'
 import type { LoginTransaction } from '../../oidc/login.ts'
+import type { TokenSet } from '../../oidc/tokens.ts'
 import { expiresAt, sessionFromTokens } from '../../session/model.ts'
 import { openTransaction, txCookieName } from '../../session/transaction.ts'
 import { clearTransactionCookie, putCookies, sessionCookieLines } from '../cookies.ts'
@@ -54,7 +55,7 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
     }
     request.portcullis.retryRd = tx.rd
     const search = request.url.slice(request.url.indexOf('?'))
-    let tokens
+    let tokens: TokenSet
     try {
       tokens = await completeLogin(rt.provider.get(), tx, new URL(`${rt.prefix}/callback${search}`, rt.publicUrl), now)
     } catch (err) {
