@@ -16,13 +16,13 @@ import { createCookieStore } from './session/cookie-store.ts'
 import { BASE_CLAIMS, refreshedSession, type SessionLimits } from './session/model.ts'
 import type { SessionStore } from './session/store.ts'
 import { compileRoutes, type RouteTable } from './policy/routes.ts'
-import { buildStripSet } from './policy/headers.ts'
+import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
 import { DEFAULT_IDENTITY_HEADERS } from './config/schema.ts'
 
 /**
- * The immutable snapshot of everything a request needs, built from a validated config (DESIGN.md §8
- * layer 3). One object, swapped whole on reload; in-flight requests keep the one they started with.
+ * The immutable snapshot of everything a request needs, built from a validated config (the runtime
+ * layer of docs/architecture.md). One object, swapped whole on reload; in-flight requests keep the one they started with.
  */
 export interface Runtime {
   readonly config: Config
@@ -40,7 +40,8 @@ export interface Runtime {
   readonly limits: SessionLimits
   readonly routes: RouteTable
   /** Normalized names of every header a client must not send (identity headers, token headers). */
-  readonly stripSet: ReadonlySet<string>
+  /** Step 1's rules: the client headers removed before anything reads the request. */
+  readonly screen: HeaderScreen
   readonly identityHeaders: IdentityHeaderBuilder
   /** Claims copied from the ID token into the session. */
   readonly keepClaims: ReadonlySet<string>
@@ -83,12 +84,15 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents, clock)
   const cookieName = config.session.cookieName
   const ownPrefix = `${cookieName}_`
-  const strip = new Set<string>([
-    ...Object.keys(DEFAULT_IDENTITY_HEADERS),
-    ...Object.keys(config.identity.headers),
-    'X-Auth-Request-Access-Token',
-    'X-Forwarded-Access-Token',
-  ])
+  // Step 1: identity headers (ours, every spelling of the configured ones, other auth layers'), the
+  // operator's additions, and underscore names unless allowed.
+  const strip = new Set<string>([...FOREIGN_IDENTITY_HEADERS, ...Object.keys(DEFAULT_IDENTITY_HEADERS), ...Object.keys(config.identity.headers)])
+  const stripPrefixes = [...FOREIGN_IDENTITY_PREFIXES]
+  for (const entry of config.identity.stripHeaders) {
+    if (entry.endsWith('*')) stripPrefixes.push(entry.slice(0, -1))
+    else if (entry.endsWith('-') || entry.endsWith('_')) stripPrefixes.push(entry)
+    else strip.add(entry)
+  }
   if (config.identity.passAuthorizationHeader) strip.add('Authorization')
   const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers)])
   let postLogoutRedirect: string | null = null
@@ -135,7 +139,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     sessions,
     limits,
     routes: compileRoutes(config.routes),
-    stripSet: buildStripSet(strip),
+    screen: compileHeaderScreen({ names: strip, prefixes: stripPrefixes, dropUnderscore: !config.server.allowUnderscoreHeaders }),
     identityHeaders: compileIdentityHeaders(config.identity.headers),
     keepClaims,
     isOwnCookie: (name) => name === cookieName || name.startsWith(ownPrefix),

@@ -40,6 +40,9 @@ const secret = z.string().refine((s) => Buffer.byteLength(s, 'utf8') >= 32, {
 /** Header names as RFC 9110 tokens. */
 const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a valid HTTP header name')
 
+/** An `identity.stripHeaders` entry: a header name, or a prefix ending in `-` or `*`. */
+const stripEntry = z.string().regex(/^[A-Za-z0-9!#$%&'+.^_`|~-]+\*?$/, 'must be a header name, or a prefix ending in "-" or "*" (e.g. X-Pomerium-)')
+
 /** The hint parameters a caller of `/oauth2/start` may pass through to the provider (DESIGN.md §4). */
 export const HINT_PARAMS = ['organization_id', 'connection_id', 'domain_hint', 'login_hint', 'provider', 'prompt'] as const
 
@@ -73,6 +76,14 @@ const server = z.strictObject({
   trustedProxies: z.array(z.string()).default([]).describe('CIDRs whose X-Forwarded-* headers are believed; empty = none'),
   upstreamTimeout: duration('30s').describe('How long an upstream may take to send response headers, or pause while sending the body'),
   shutdownTimeout: duration('20s').describe('On SIGTERM, how long requests in flight may take to finish before their connections are cut'),
+  allowUnderscoreHeaders: z
+    .boolean()
+    .default(false)
+    .describe('Keep client headers whose name contains "_" (dropped by default, as nginx does: CGI/PHP/WSGI read X_Forwarded_For as X-Forwarded-For)'),
+  allowDoubleEncoding: z
+    .boolean()
+    .default(false)
+    .describe('Accept paths that still hold a percent-escape after decoding (/a/%252e: refused with 400 by default)'),
 })
 
 const endpoints = z.strictObject({
@@ -126,14 +137,26 @@ const route = z.strictObject({
     .strictObject({
       host: z.string().default(''),
       pathPrefix: z.string().regex(/^\//, 'must start with "/"').default('/'),
+      caseInsensitive: z
+        .boolean()
+        .default(false)
+        .describe('Match the prefix case-insensitively, ignoring trailing dots and spaces in segments (for upstreams such as IIS that do the same)'),
     })
-    .default({ host: '', pathPrefix: '/' }),
+    .default({ host: '', pathPrefix: '/', caseInsensitive: false }),
   upstream: httpUrl('routes[].upstream'),
   public: z.boolean().default(false),
+  passClientAuthorization: z
+    .boolean()
+    .default(false)
+    .describe("Forward the client's own Authorization header on this (non-public) route, for apps that check credentials of their own"),
 })
 
 const identity = z.strictObject({
   headers: z.record(headerName, z.string().min(1)).default({ ...DEFAULT_IDENTITY_HEADERS }),
+  stripHeaders: z
+    .array(stripEntry)
+    .default([])
+    .describe('More client headers to strip on every route: names, or prefixes ending in "-" or "*" (X-Pomerium-)'),
   passAccessToken: z.boolean().default(false).describe('Send X-Auth-Request-Access-Token upstream'),
   passAuthorizationHeader: z.boolean().default(false).describe('Send Authorization: Bearer <access token> upstream'),
 })
@@ -146,6 +169,7 @@ export const configSchema = z.strictObject({
   routes: z.array(route).min(1, 'at least one route is required'),
   identity: identity.default({
     headers: { ...DEFAULT_IDENTITY_HEADERS },
+    stripHeaders: [],
     passAccessToken: false,
     passAuthorizationHeader: false,
   }),

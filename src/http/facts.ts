@@ -26,6 +26,8 @@ export interface RequestFacts {
   readonly now: number
   /** A WebSocket (or other protocol) upgrade handshake. */
   readonly upgrade: boolean
+  /** How many `Host` headers the client sent (Node keeps only the first in `headers`). */
+  readonly hostCount: number
 }
 
 /** A request target split and normalized: the path routes see, and the target sent upstream. */
@@ -58,5 +60,16 @@ export function factsOf(req: IncomingMessage, target: Target, requestId: string,
     now,
     // Set by Node's HTTP parser for requests it hands to the 'upgrade' event; not in @types/node.
     upgrade: (req as { upgrade?: boolean }).upgrade === true,
+    hostCount: hostCount(req.rawHeaders),
   }
+}
+
+/** The number of `Host` fields among a request's raw headers (name, value, name, value, ...). */
+export function hostCount(raw: readonly string[]): number {
+  let n = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    if (name.length === 4 && name.toLowerCase() === 'host') n++
+  }
+  return n
 }

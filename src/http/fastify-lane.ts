@@ -2,10 +2,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RequestContext, RuntimeHolder } from './context.ts'
 import type { Decision } from './decision.ts'
 import { allowBody, execute, expectsContinue } from './execute.ts'
-import { factsOf, normalizeTarget } from './facts.ts'
+import { factsOf, hostCount, normalizeTarget } from './facts.ts'
 import { logRequest } from './logging.ts'
 import { writeNotes } from './notes.ts'
-import { stripClientHeaders, type Decide, type Mode } from './pipeline.ts'
+import { screenRequest, type Decide, type Mode } from './pipeline.ts'
 import { CLIENT_CLOSED, type UpstreamPools } from './upstream.ts'
 
 /**
@@ -77,7 +77,8 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
       // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers. A client
       // waiting for 100 Continue is told to send its body only where a handler reads one (sign-out,
       // back-channel logout); elsewhere the answer is final and the connection closes after it.
-      stripClientHeaders(rt, request.raw.headers)
+      const refused = screenRequest(rt, { headers: request.raw.headers, hostCount: hostCount(request.raw.rawHeaders) })
+      if (refused !== null) throw refused
       if (config.readsBody === true) allowBody(request.raw, reply.raw)
       else if (expectsContinue(request.raw)) void reply.header('connection', 'close')
     },

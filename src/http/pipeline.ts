@@ -1,6 +1,5 @@
 import { fastifyCookie } from '@fastify/cookie'
 import { PortcullisError } from '../errors.ts'
-import { stripHeaders } from '../policy/headers.ts'
 import type { Route } from '../policy/routes.ts'
 import { join as joinChunks } from '../session/chunks.ts'
 import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
@@ -47,8 +46,12 @@ export const decide: Decide = async (rt, facts, mode) => {
   let session: Session | null = null
   let setCookie: readonly string[] = []
   try {
-    // 1. strip
-    stripClientHeaders(rt, facts.headers)
+    // 1. screen: strip, and refuse what no reading of the request can make safe
+    const refused = screenRequest(rt, facts)
+    if (refused !== null) {
+      label = 'rejected'
+      throw refused
+    }
 
     // 2. the request being judged
     if (mode === 'proxy') {
@@ -115,11 +118,16 @@ function isWebSocketHandshake(facts: RequestFacts): boolean {
 }
 
 /**
- * Step 1, alone: what Portcullis's own routes (login, sign-out, ops) get before their handlers run,
- * as every proxied request does first.
+ * Step 1, alone: also what Portcullis's own routes (login, sign-out, ops) get before their handlers
+ * run, as every proxied request does first. The client's headers are stripped in place (identity
+ * headers of every auth layer, the operator's additions, names with `_` unless allowed), and a request
+ * with two `Host` headers is refused: a front proxy and the app may each believe a different one.
+ * Returns the refusal, or null.
  */
-export function stripClientHeaders(rt: Runtime, headers: RequestFacts['headers']): void {
-  stripHeaders(headers, rt.stripSet)
+export function screenRequest(rt: Runtime, facts: Pick<RequestFacts, 'headers' | 'hostCount'>): PortcullisError | null {
+  rt.screen.strip(facts.headers)
+  if (facts.hostCount > 1) return new PortcullisError('REQUEST_REJECTED', 'The request has more than one Host header.')
+  return null
 }
 
 /** Step 6: what an allowed request becomes: forwarded upstream, or the check's 200. */

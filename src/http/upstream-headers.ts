@@ -25,6 +25,10 @@ export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingH
   if (cookie === undefined) delete headers.cookie
   else headers.cookie = cookie
   if (!to.route.public) {
+    // The client's own credentials are not the app's business on a route Portcullis authenticates:
+    // the app would otherwise see a bearer token or Basic password nobody verified next to our
+    // identity headers. `routes[].passClientAuthorization` keeps it for apps that check their own.
+    if (!to.route.passClientAuthorization) delete headers.authorization
     Object.assign(headers, rt.identityHeaders(to.identity))
     const session = to.session
     if (session !== null) {

@@ -1,9 +1,11 @@
 import type { RouteConfig } from '../config/types.ts'
 
 /**
- * The route table: host first, then the longest path prefix, on the normalized path (DESIGN.md §3
- * step 2). A prefix matches on a segment boundary (`/api` matches `/api` and `/api/x`, not `/apix`).
- * Routes naming a host are tried before host-less ones.
+ * The route table: host first, then the longest path prefix, on the normalized path (step 2 of the
+ * pipeline). A prefix matches on a segment boundary (`/api` matches `/api` and `/api/x`, not `/apix`);
+ * a prefix written with a trailing slash also matches the path without it (`/admin/` matches
+ * `/admin`: Express, Koa and most apps serve the two alike, so `/admin` must not fall to a broader,
+ * public route). Routes naming a host are tried before host-less ones.
  */
 export interface Route {
   /** Stable id for logs: `routes[2]`. */
@@ -17,6 +19,10 @@ export interface Route {
   /** Path the upstream URL carries (prepended to the request path), '' for none. */
   readonly upstreamBasePath: string
   readonly public: boolean
+  /** Forward the client's own `Authorization` header (non-public routes drop it otherwise). */
+  readonly passClientAuthorization: boolean
+  /** The prefix is matched on the folded path (`foldPath`): no case, no trailing dots or spaces. */
+  readonly caseInsensitive: boolean
 }
 
 export interface RouteTable {
@@ -46,7 +52,7 @@ const SEGMENT_PARAMS = /(?:;|%3[bB])[^/]*/g
 /**
  * The path routes are matched on: every segment's `;parameters` removed (`/admin;x/y` → `/admin/y`),
  * because servlet containers and others drop them before routing — else `/admin;x` would miss the
- * `/admin` route and fall to a broader (public) one while the app serves `/admin` (LANDSCAPE §3 item 3).
+ * `/admin` route and fall to a broader (public) one while the app serves `/admin`.
  * The upstream still receives the path as sent.
  */
 export function matchPath(path: string): string {
@@ -55,9 +61,26 @@ export function matchPath(path: string): string {
 
 function prefixMatches(prefix: string, path: string): boolean {
   if (prefix === '/' || path === prefix) return true
-  if (!path.startsWith(prefix)) return false
+  if (!path.startsWith(prefix)) {
+    // `/admin/` also covers `/admin`.
+    return prefix.length === path.length + 1 && prefix.endsWith('/') && prefix.startsWith(path)
+  }
   return prefix.endsWith('/') || path.charCodeAt(prefix.length) === 47 /* '/' */
 }
+
+/**
+ * A path as upstreams that fold it read it (IIS, Windows and macOS file systems, some app servers):
+ * lower-case, with trailing dots and spaces (raw or `%20`) cut from every segment, so `/Admin.`,
+ * `/ADMIN%20/x` and `/admin/x` are one path. Only routes with `match.caseInsensitive` are matched on
+ * it; their prefix is folded alike at compile time.
+ */
+export function foldPath(path: string): string {
+  const lower = path.toLowerCase()
+  if (!FOLDABLE.test(lower)) return lower
+  return lower.replace(TRAILING_DOTS_SPACES, '')
+}
+const FOLDABLE = /(?:\.|%20| )(?:\/|$)/
+const TRAILING_DOTS_SPACES = /(?:\.|%20| )+(?=\/|$)/g
 
 export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
   const routes: Route[] = configs.map((c, i) => {
@@ -70,6 +93,8 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
       upstreamHost: upstream.host,
       upstreamBasePath: upstream.pathname === '/' ? '' : upstream.pathname.replace(/\/$/, ''),
       public: c.public,
+      passClientAuthorization: c.passClientAuthorization,
+      caseInsensitive: c.match.caseInsensitive,
     }
   })
   const byLongest = (a: Route, b: Route) => b.pathPrefix.length - a.pathPrefix.length
@@ -82,22 +107,30 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
   anyHost.sort(byLongest)
   for (const list of byHost.values()) list.sort(byLongest)
 
-  const first = (list: readonly Route[] | undefined, path: string) => {
+  // A case-insensitive route's prefix, folded once; the request path is folded at most once per match.
+  const folded = new Map<Route, string>()
+  for (const r of routes) if (r.caseInsensitive) folded.set(r, foldPath(r.pathPrefix))
+  const anyFolded = folded.size > 0
+  const first = (list: readonly Route[] | undefined, path: string, foldedPath: string) => {
     if (list === undefined) return null
-    for (const r of list) if (prefixMatches(r.pathPrefix, path)) return r
+    for (const r of list) {
+      const prefix = folded.get(r)
+      if (prefix === undefined ? prefixMatches(r.pathPrefix, path) : prefixMatches(prefix, foldedPath)) return r
+    }
     return null
   }
   return {
     routes,
     match(host, rawPath) {
       const path = matchPath(rawPath)
+      const fold = anyFolded ? foldPath(path) : path
       if (byHost.size > 0 && host !== undefined) {
         const h = normalizeHost(host)
         if (h === null) return null
-        const hit = first(byHost.get(h), path) ?? first(byHost.get(h.replace(/:\d+$/, '')), path)
+        const hit = first(byHost.get(h), path, fold) ?? first(byHost.get(h.replace(/:\d+$/, '')), path, fold)
         if (hit !== null) return hit
       }
-      return first(anyHost, path)
+      return first(anyHost, path, fold)
     },
   }
 }

@@ -52,8 +52,8 @@ t.test('`;` path parameters cannot move a request from a protected route to a pu
 
 t.test('odd Host headers do not fall through to a host-less route', async (t) => {
   const table = compileRoutes([
-    { match: { host: 'app.example.com', pathPrefix: '/' }, upstream: 'http://127.0.0.1:1', public: false },
-    { match: { host: '', pathPrefix: '/' }, upstream: 'http://127.0.0.1:2', public: true },
+    { match: { host: 'app.example.com', pathPrefix: '/', caseInsensitive: false }, upstream: 'http://127.0.0.1:1', public: false, passClientAuthorization: false },
+    { match: { host: '', pathPrefix: '/', caseInsensitive: false }, upstream: 'http://127.0.0.1:2', public: true, passClientAuthorization: false },
   ])
   for (const host of ['app.example.com', 'APP.example.com', 'app.example.com.', 'app.example.com.:8080', 'app.example.com:8080']) {
     t.equal(table.match(host, '/x')?.public, false, `${host} → the app's protected route`)
