@@ -45,6 +45,8 @@ export interface Runtime {
   readonly identityHeaders: IdentityHeaderBuilder
   /** Claims copied from the ID token into the session. */
   readonly keepClaims: ReadonlySet<string>
+  /** The session cookie's name (chunks add `_1`, `_2`, ...): `sessionCookieName`. */
+  readonly sessionCookie: string
   /** True for the names of Portcullis's own cookies (session chunks, login transactions). */
   isOwnCookie(name: string): boolean
   /** Sessions ended early (sign-out here, back-channel logout). */
@@ -84,6 +86,8 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents, clock)
   const cookieName = config.session.cookieName
   const ownPrefix = `${cookieName}_`
+  const sessionCookie = sessionCookieName(config)
+  const sessionPrefix = `${sessionCookie}_`
   // Step 1: identity headers (ours, every spelling of the configured ones, other auth layers'), the
   // operator's additions, and underscore names unless allowed.
   const strip = new Set<string>([...FOREIGN_IDENTITY_HEADERS, ...Object.keys(DEFAULT_IDENTITY_HEADERS), ...Object.keys(config.identity.headers)])
@@ -142,7 +146,8 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     screen: compileHeaderScreen({ names: strip, prefixes: stripPrefixes, dropUnderscore: !config.server.allowUnderscoreHeaders }),
     identityHeaders: compileIdentityHeaders(config.identity.headers),
     keepClaims,
-    isOwnCookie: (name) => name === cookieName || name.startsWith(ownPrefix),
+    sessionCookie,
+    isOwnCookie: (name) => name === cookieName || name.startsWith(ownPrefix) || name === sessionCookie || name.startsWith(sessionPrefix),
     revocations: previous?.revocations ?? createMemoryRevocations({ ttlMs: config.session.maxAge }),
     refresher,
     postLogoutRedirect,
@@ -151,6 +156,19 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     isTrustedProxy: trustedProxyCheck(config.server.trustedProxies),
     close: () => provider.stop(),
   }
+}
+
+/**
+ * The session cookie's name: `session.cookieName`, with the `__Host-` prefix when the public URL is
+ * https and no `session.cookieDomain` is set. Browsers then accept the cookie only with Secure, Path=/
+ * and no Domain, so a sibling subdomain (or a plain-http page on the same host) cannot set one of that
+ * name to toss or fix a user's session.
+ */
+export function sessionCookieName(config: Config): string {
+  const name = config.session.cookieName
+  const https = new URL(config.server.publicUrl).protocol === 'https:'
+  if (!https || config.session.cookieDomain !== '' || name.startsWith('__Host-') || name.startsWith('__Secure-')) return name
+  return `__Host-${name}`
 }
 
 function trustedProxyCheck(entries: readonly string[]): (peer: string) => boolean {

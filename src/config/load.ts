@@ -6,7 +6,7 @@ import type { ConfigIssue } from './types.ts'
 import { formatPath, objectKeysAt, schemaAt, schemaKindAt, suggest, unwrapSchema, type PathSegment } from './validate.ts'
 
 /**
- * Reading a config source into a plain tree for `validate.ts` (DESIGN.md §7, STYLE.md §2.5 step 1):
+ * Reading a config source into a plain tree for `validate.ts` (the first of three steps: read, resolve, validate):
  *
  * 1. read the YAML (`--config FILE` or given text); a syntax error stops here;
  * 2. renamed keys (`REMOVED_KEYS`) get a pointed issue;
@@ -429,8 +429,6 @@ function resolveFiles(tree: Tree, baseDir: string, issues: PathIssue[]): void {
  * expansion, `PORTCULLIS_<SECTION>_<KEY>` overrides and `<key>File`. `raw` is `undefined` only when the
  * source could not be read or parsed; otherwise it is the best tree that could be built, and `issues`
  * lists what could not be resolved (the value stays as written at those paths).
- *
- * @see DESIGN.md §7, STYLE.md §2.5
  */
 export function readConfigSource(opts: ConfigSourceOptions): ConfigSource {
   const { tree, issues } = parseSource(opts)

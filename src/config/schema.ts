@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { parseDuration } from './duration.ts'
 
 /**
- * The configuration contract (DESIGN.md §7) as one zod schema: keys, types, defaults and a description per
+ * The configuration contract as one zod schema: keys, types, defaults and a description per
  * key. `z.strictObject` everywhere so a misspelled key is an error, not a silent default. Durations are
  * strings (`30s`) in the file and milliseconds after parsing. Cross-field rules live in `validate.ts`.
  */
@@ -43,13 +43,13 @@ const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a 
 /** An `identity.stripHeaders` entry: a header name, or a prefix ending in `-` or `*`. */
 const stripEntry = z.string().regex(/^[A-Za-z0-9!#$%&'+.^_`|~-]+\*?$/, 'must be a header name, or a prefix ending in "-" or "*" (e.g. X-Pomerium-)')
 
-/** The hint parameters a caller of `/oauth2/start` may pass through to the provider (DESIGN.md §4). */
+/** The hint parameters a caller of `/oauth2/start` may pass through to the provider. */
 export const HINT_PARAMS = ['organization_id', 'connection_id', 'domain_hint', 'login_hint', 'provider', 'prompt'] as const
 
-/** Asymmetric JWS algorithms we accept for ID tokens. Never `none`, never HMAC (STYLE.md §4). */
+/** Asymmetric JWS algorithms we accept for ID tokens. Never `none`, never HMAC (a public key must never serve as an HMAC secret). */
 export const SIGNING_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const
 
-/** The identity headers DESIGN.md §6 injects by default, header → claim. */
+/** The identity headers injected by default, header → claim. */
 export const DEFAULT_IDENTITY_HEADERS: Readonly<Record<string, string>> = {
   'X-Auth-Request-User': 'sub',
   'X-Auth-Request-Email': 'email',

@@ -5,7 +5,7 @@ import { formatDuration } from './duration.ts'
 import type { Config, ConfigIssue } from './types.ts'
 
 /**
- * Validation of a loaded config tree (STYLE.md §2.5 step 3, rule 7): the zod schema, then the cross-field
+ * Validation of a loaded config tree (the last step after reading and resolving): the zod schema, then the cross-field
  * rules a per-key schema cannot express. Every issue is collected with its path (`session.secrets[0]`),
  * the list is sorted by path, and only a config without issues comes back, deep-frozen
  * (fastify `lib/initial-config-validation.js`). Nothing here touches the network or the file system.
@@ -482,9 +482,23 @@ function checkIdentityHeaders(raw: unknown, issues: ConfigIssue[]): void {
     if (other !== undefined) issues.push({ path, message: `is the same header as ${other} (names compare case-insensitively, "_" as "-")` })
     else seen.set(normalized, name)
   }
+  const strip = rawAt(raw, ['identity', 'stripHeaders'])
+  if (!Array.isArray(strip)) return
+  strip.forEach((entry: unknown, i) => {
+    if (typeof entry !== 'string') return // the schema reports it
+    const normalized = entry.toLowerCase().replaceAll('_', '-')
+    const prefix = normalized.endsWith('*') ? normalized.slice(0, -1) : normalized.endsWith('-') ? normalized : null
+    const hit = prefix === null ? (NEEDED_HEADERS.includes(normalized) ? normalized : undefined) : NEEDED_HEADERS.find((h) => h.startsWith(prefix))
+    if (hit !== undefined) {
+      issues.push({ path: formatPath(['identity', 'stripHeaders', i]), message: `would strip ${hit}, which every request needs; name the headers to strip more narrowly` })
+    }
+  })
 }
 
-/** The cross-field rules of DESIGN.md §7 / STYLE.md §2.5, over a raw (possibly partly invalid) tree. */
+/** Request headers identity.stripHeaders may not remove: requests cannot be routed or authenticated without them. */
+const NEEDED_HEADERS: readonly string[] = ['host', 'cookie', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'upgrade', 'accept']
+
+/** The cross-field rules of the configuration contract, over a raw (possibly partly invalid) tree. */
 export function crossFieldIssues(raw: unknown): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   checkProvider(raw, issues)

@@ -27,17 +27,17 @@ export function sessionCookieLines(rt: Runtime, cookieNames: Iterable<string>, v
 /** The `Set-Cookie` lines of the session chunks for `value` (one per chunk), `Max-Age` in seconds. */
 export function setSessionLines(rt: Runtime, value: string, maxAgeSec: number): string[] {
   const opts = { ...baseOptions(rt, '/'), maxAge: maxAgeSec }
-  return split(rt.config.session.cookieName, value).map(([name, piece]) => fastifyCookie.serialize(name, piece, opts))
+  return split(rt.sessionCookie, value).map(([name, piece]) => fastifyCookie.serialize(name, piece, opts))
 }
 
 /** Lines clearing the session chunks among `cookieNames` that a value of `keep` chunks leaves behind. */
 export function staleChunkLines(rt: Runtime, cookieNames: Iterable<string>, keep: number): string[] {
-  return staleChunks(rt.config.session.cookieName, cookieNames, keep).map((name) => clearLine(rt, name, '/'))
+  return staleChunks(rt.sessionCookie, cookieNames, keep).map((name) => clearLine(rt, name, '/'))
 }
 
 /** `Set-Cookie` lines that clear every session chunk among `cookieNames` (and the base name in any case). */
 export function clearSessionCookieLines(rt: Runtime, cookieNames: Iterable<string>): string[] {
-  const base = rt.config.session.cookieName
+  const base = rt.sessionCookie
   const names = new Set(staleChunks(base, cookieNames, 0))
   names.add(base)
   return [...names].map((name) => clearLine(rt, name, '/'))

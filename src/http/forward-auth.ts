@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import { normalizePath } from '../policy/path.ts'
+import { hasDoubleEncoding, normalizePath } from '../policy/path.ts'
 import type { Route } from '../policy/routes.ts'
 import type { Session } from '../session/model.ts'
 import type { Runtime } from '../runtime.ts'
@@ -41,8 +41,8 @@ const PAIRS = new WeakMap<object, { readonly rt: Runtime; readonly pairs: readon
  * 'invalid' when it is not a plain absolute http(s) URL or its path cannot be normalized safely.
  * The authority and path are taken from the header as written, not through `new URL()`: a URL parser
  * turns `\` into `/`, resolves dot segments and decodes the host, so `/private/x\..\..\public/`
- * would match a public route while nginx sends it to the app as it is. Userinfo (`a@host`) and
- * anything `normalizePath` refuses make it invalid; a path that normalization would change is matched
+ * would match a public route while nginx sends it to the app as it is. Userinfo (`a@host`),
+ * anything `normalizePath` refuses and a double-encoded path (unless allowed) make it invalid; a path that normalization would change is matched
  * to no route (a session is required).
  */
 export function originalRoute(rt: Runtime, headers: IncomingHttpHeaders, peer: string): Route | null | 'invalid' {
@@ -52,7 +52,7 @@ export function originalRoute(rt: Runtime, headers: IncomingHttpHeaders, peer: s
   if (m === null) return 'invalid'
   const raw = m[2] ?? '/'
   const path = normalizePath(raw)
-  if (path === null) return 'invalid'
+  if (path === null || (!rt.config.server.allowDoubleEncoding && hasDoubleEncoding(path))) return 'invalid'
   // The app behind the ingress gets the path as written. One that normalizes to something else
   // (`/private/%2e%2e/public`) may be read either way there, so it is no public route's: the
   // check then asks for a session, whatever route the normalized form would match.

@@ -1,5 +1,6 @@
 import { fastifyCookie } from '@fastify/cookie'
 import { PortcullisError } from '../errors.ts'
+import { hasDoubleEncoding } from '../policy/path.ts'
 import type { Route } from '../policy/routes.ts'
 import { join as joinChunks } from '../session/chunks.ts'
 import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
@@ -58,6 +59,10 @@ export const decide: Decide = async (rt, facts, mode) => {
       if (facts.path === null) {
         label = 'rejected'
         throw new PortcullisError('PATH_REJECTED', 'The request path is not valid.')
+      }
+      if (!rt.config.server.allowDoubleEncoding && hasDoubleEncoding(facts.path)) {
+        label = 'rejected'
+        throw new PortcullisError('PATH_REJECTED', 'The request path is encoded twice.')
       }
       route = rt.routes.match(facts.host, facts.path)
       if (route === null) {
@@ -265,7 +270,7 @@ function cookieLines(rt: Runtime, loaded: LoadedSession, cookies: Record<string,
     LINES.set(loaded, memo)
   }
   // Chunks a longer value left behind (rare): cleared too.
-  const name = rt.config.session.cookieName
+  const name = rt.sessionCookie
   let chunked = false
   for (const key in cookies) if (key !== name && key.startsWith(`${name}_`)) chunked = true
   return chunked ? [...memo.lines, ...staleChunkLines(rt, Object.keys(cookies), memo.lines.length)] : memo.lines
@@ -278,7 +283,7 @@ const NONE: readonly string[] = []
  * (sign-out needs no more). A bad, expired or revoked cookie is no session, and its cookies are cleared.
  */
 export async function openSession(rt: Runtime, headers: RequestFacts['headers']): Promise<Authenticated & { readonly cookies: Record<string, string | undefined> }> {
-  const name = rt.config.session.cookieName
+  const name = rt.sessionCookie
   const header = headers.cookie
   const cookies = header === undefined ? NO_COOKIES : parseCookie(header)
   const sent = joinChunks(name, cookies)

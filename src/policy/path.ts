@@ -1,17 +1,16 @@
 /**
- * Normalization of the path of a request target before route matching (DESIGN.md §3 step 2).
+ * Normalization of the path of a request target before route matching (step 2 of the pipeline).
  *
  * Routes, public-route skips and policies are matched on the normalized path, so two spellings of the
  * same resource must normalize alike, and any spelling whose meaning an upstream could change after we
  * matched (by decoding `%2F` or `%5C`, by stripping `;params` before resolving `..`, by reading `\` as
  * `/`) is refused outright instead of being guessed at. A refusal is a 400 (`PATH_REJECTED`) upstream of
- * this module; here it is `null` (STYLE.md §3 rule 4).
+ * this module; here it is `null` (refuse, never guess).
  *
  * This runs on every request: the common case (a plain path) is settled by one char loop that allocates
  * nothing and returns the input itself.
  *
- * @see RFC 3986 §2.3 (unreserved), §5.2.4 (remove_dot_segments), §6.2.2 (syntax-based normalization);
- *      LANDSCAPE.md §3 item 3
+ * @see RFC 3986 §2.3 (unreserved), §5.2.4 (remove_dot_segments), §6.2.2 (syntax-based normalization)
  */
 
 /** Longest path we normalize; longer targets are refused (nginx's default large header buffer is 8k). */
@@ -68,9 +67,21 @@ function isDotSegmentWithParams(segment: string): boolean {
 }
 
 /**
+ * Whether a normalized path still holds a percent-escape once decoded: `%25` followed by two hex digits
+ * (`/public/%2561dmin/` is `/public/%61dmin/` after one decoding, `/public/admin/` after two). Upstreams
+ * that decode twice — a rewrite in front of the app, a framework that unescapes again — would serve a
+ * path other than the one routes matched, so such a path is refused (a 400) unless
+ * `server.allowDoubleEncoding` is set.
+ */
+export function hasDoubleEncoding(path: string): boolean {
+  return path.includes('%25') && DOUBLE_ESCAPE.test(path)
+}
+const DOUBLE_ESCAPE = /%25[0-9A-Fa-f]{2}/
+
+/**
  * Split a request target (`req.url`) at the first `?` into its path and its query. `query` keeps the
  * `?` and is `''` when there is none, so `path + query` gives the target back. The query is never
- * normalized or used for matching (LANDSCAPE.md §3 item 3: skip rules must not see the query).
+ * normalized or used for matching (a public-path rule that saw the query could be fooled by it).
  */
 export function splitTarget(url: string): { path: string; query: string } {
   const q = url.indexOf('?')

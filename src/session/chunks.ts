@@ -5,7 +5,7 @@
  */
 export const CHUNK_SIZE = 3800
 export const MAX_CHUNKS = 8
-const CHUNK_INDEX = /^[1-9]\d{0,3}$/
+const CHUNK_INDEX = /^[1-9]\d?$/
 
 export function chunkName(base: string, index: number): string {
   return index === 0 ? base : `${base}_${index}`
@@ -51,8 +51,11 @@ export function staleChunks(base: string, cookieNames: Iterable<string>, keep: n
     }
     if (!name.startsWith(prefix)) continue
     const rest = name.slice(prefix.length)
+    // Only indexes we may have written (below MAX_CHUNKS): a request with 500 made-up chunk cookies
+    // gets at most MAX_CHUNKS lines back, not 500.
     if (!CHUNK_INDEX.test(rest)) continue
-    if (Number(rest) >= keep) stale.push(name)
+    const index = Number(rest)
+    if (index < MAX_CHUNKS && index >= keep) stale.push(name)
   }
   return stale
 }

@@ -14,9 +14,18 @@ export function txCookieName(base: string, state: string): string {
   return `${base}${TX_INFIX}${createHash('sha256').update(state).digest('hex').slice(0, 16)}`
 }
 
+/** A name `txCookieName` can produce: the infix and exactly 16 hex digits. */
 export function isTxCookieName(base: string, name: string): boolean {
-  return name.startsWith(base + TX_INFIX)
+  return name.length === base.length + TX_INFIX.length + 16 && name.startsWith(base + TX_INFIX) && TX_SUFFIX.test(name.slice(-16))
 }
+const TX_SUFFIX = /^[0-9a-f]{16}$/
+
+/**
+ * At most this many transaction cookies of a request are opened or cleared in one answer (the schema's
+ * ceiling of `session.maxPendingLogins`): a client sending hundreds costs a few decryptions, not
+ * hundreds, and gets a bounded number of `Set-Cookie` lines back. Any beyond are cleared by later logins.
+ */
+export const MAX_TX_READ = 20
 
 export function sealTransaction(tx: LoginTransaction, ring: KeyRing): Promise<string> {
   return seal({ t: 'tx', ...tx }, ring)
@@ -56,7 +65,7 @@ export async function transactionsToEvict(
 ): Promise<string[]> {
   const live: Array<{ name: string; createdAt: number }> = []
   const evict: string[] = []
-  for (const [name, value] of existing) {
+  for (const [name, value] of existing.slice(0, MAX_TX_READ)) {
     const tx = await openTransaction(value, ring, now, ttlMs)
     if (tx === null) evict.push(name)
     else live.push({ name, createdAt: tx.createdAt })

@@ -65,7 +65,7 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
       throw err
     }
     // A new login never continues an old session (no fixation): forget whatever the browser had.
-    const previous = readSessionCookie(request, rt.config.session.cookieName)
+    const previous = readSessionCookie(request, rt.sessionCookie)
     if (previous !== null) await rt.sessions.clear(previous)
     const session = sessionFromTokens(tokens, now, rt.keepClaims, rt.newSessionId())
     putCookies(reply, sessionCookieLines(rt, Object.keys(request.cookies), await rt.sessions.save(session), expiresAt(session, rt.limits) - now))

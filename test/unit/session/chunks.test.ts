@@ -107,7 +107,9 @@ t.test('staleChunks: chunks a shorter value does not overwrite', async (t) => {
   t.strictSame(staleChunks(BASE, present, 5), [], 'nothing left behind by a longer value')
   t.strictSame(staleChunks(BASE, present, 0).sort(), [BASE, `${BASE}_1`, `${BASE}_2`, `${BASE}_3`, `${BASE}_4`], 'keep 0: clear them all')
   t.strictSame(staleChunks(BASE, [], 1), [])
-  t.strictSame(staleChunks(BASE, new Set([`${BASE}_9999`, `${BASE}_10000`]), 1), [`${BASE}_9999`], 'indexes up to four digits')
+  t.strictSame(staleChunks(BASE, new Set([`${BASE}_7`, `${BASE}_8`, `${BASE}_9999`]), 1), [`${BASE}_7`], 'only indexes a value of MAX_CHUNKS chunks can have')
+  const many = [BASE, ...Array.from({ length: 500 }, (_, i) => `${BASE}_${i + 1}`)]
+  t.equal(staleChunks(BASE, many, 0).length, MAX_CHUNKS, '500 made-up chunks: at most MAX_CHUNKS cleared')
 })
 
 t.test('what split writes, join reads back (or split refuses it)', async (t) => {
