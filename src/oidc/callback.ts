@@ -30,7 +30,25 @@ export async function completeLogin(oidc: OidcClient, tx: LoginTransaction, call
       authMethod: oidc.tokenEndpointAuthMethod,
     })
   }
-  return toTokenSet(oidc, response, nowMs)
+  const tokens = await toTokenSet(oidc, response, nowMs)
+  await acceptAccessToken(oidc, tokens.accessToken)
+  return tokens
+}
+
+/**
+ * The access token must pass the check every later request makes of it, before a session is made of
+ * it: a token the pipeline would refuse (signed with a key it cannot find, another audience, already
+ * expired) would end the session on the first request and send the browser straight back to the
+ * provider, which signs it in again: a login loop. Refused here, it is one error page per attempt.
+ * Keys that cannot be fetched are not the token's fault (its expiry governs meanwhile).
+ */
+async function acceptAccessToken(oidc: OidcClient, accessToken: string): Promise<void> {
+  const check = await oidc.accessTokens.check(accessToken)
+  if (check.status === 'invalid' || check.status === 'expired') {
+    throw new PortcullisError('LOGIN_FAILED', 'The access token from the identity provider could not be verified. Please sign in again.', {
+      cause: new Error(`access token check at login: ${check.status === 'invalid' ? check.reason : 'expired'}`),
+    })
+  }
 }
 
 /** Verify the ID token of a token response and build the plain TokenSet. */

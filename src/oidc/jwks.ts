@@ -1,11 +1,14 @@
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type CryptoKey } from 'jose'
 import type { Clock } from '../clock.ts'
 import { systemClock } from '../clock.ts'
 
 /**
  * One JWKS cache per provider, shared by every signature check (ID, access, logout tokens).
  * - fetched once at connect; refreshed in the background when older than `maxAgeMs`;
- * - an unknown `kid` triggers at most one refetch per `cooldownMs`, then the token is rejected;
+ * - an unknown `kid` refetches at once, unless another unknown-`kid` refetch began within
+ *   `cooldownMs` (the fetch at connect and the scheduled ones do not count: a provider that rotates
+ *   its key right after Portcullis connected is followed at once); requests that arrive while that
+ *   refetch runs wait for it; then the token is rejected;
  * - a failed fetch keeps the cached keys working (jose's RemoteJWKSet would instead fail every
  *   verification once its cache is stale and the endpoint is down).
  */
@@ -31,6 +34,9 @@ export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
   let set: JSONWebKeySet | null = null
   let local: ReturnType<typeof createLocalJWKSet> | null = null
   let fetchedAt = Number.NEGATIVE_INFINITY
+  /** When the last unknown-`kid` refetch began: only those count for the cooldown. */
+  let unknownKidAt = Number.NEGATIVE_INFINITY
+  let unknownKidFetch: Promise<void> | null = null
   let inflight: Promise<void> | null = null
 
   const fetchNow = (): Promise<void> => {
@@ -64,8 +70,16 @@ export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
     try {
       return await (local as NonNullable<typeof local>)(header, token)
     } catch (err) {
-      if (!(err instanceof joseErrors.JWKSNoMatchingKey) || clock.now() - fetchedAt < cooldown) throw err
-      await fetchQuietly() // an unknown kid: the provider may have rotated its keys
+      if (!(err instanceof joseErrors.JWKSNoMatchingKey)) throw err
+      // An unknown kid: the provider may have rotated its keys.
+      if (unknownKidFetch === null) {
+        if (clock.now() - unknownKidAt < cooldown) throw err
+        unknownKidAt = clock.now() // counts attempts too, so a failing endpoint is not hammered
+        unknownKidFetch = fetchQuietly().finally(() => {
+          unknownKidFetch = null
+        })
+      }
+      await unknownKidFetch
       return (local as NonNullable<typeof local>)(header, token)
     }
   }
@@ -109,7 +123,7 @@ export interface VerifyOptions {
  * with tolerance, and an upper bound on `iat` (jose checks only its type).
  */
 export async function verifyJwt(token: string, jwks: Jwks, opts: VerifyOptions): Promise<JWTPayload> {
-  const { payload } = await jwtVerify(token, jwks.getKey, {
+  const options = {
     issuer: opts.issuer,
     audience: opts.audience,
     algorithms: [...opts.algorithms],
@@ -118,11 +132,32 @@ export async function verifyJwt(token: string, jwks: Jwks, opts: VerifyOptions):
     requiredClaims: [...(opts.requiredClaims ?? ['iat', 'exp', 'sub'])],
     ...(opts.typ === undefined ? {} : { typ: opts.typ }),
     ...(opts.maxTokenAgeSec === undefined ? {} : { maxTokenAge: opts.maxTokenAgeSec }),
-  })
+  }
+  let payload: JWTPayload
+  try {
+    ;({ payload } = await jwtVerify(token, jwks.getKey, options))
+  } catch (err) {
+    if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err
+    // No `kid` (or one several keys share), and more than one key of the token's type and algorithm:
+    // each is tried; a token none of them signed is refused. With a single such key, jose picks it.
+    payload = await verifyWithEach(token, err, options)
+  }
   if (typeof payload.iat !== 'number' || payload.iat > opts.nowSec + opts.clockToleranceSec) {
     throw new IatInFutureError()
   }
   return payload
+}
+
+async function verifyWithEach(token: string, candidates: AsyncIterable<CryptoKey>, options: JWTVerifyOptions): Promise<JWTPayload> {
+  for await (const key of candidates) {
+    try {
+      return (await jwtVerify(token, key, options)).payload
+    } catch (err) {
+      if (err instanceof joseErrors.JWSSignatureVerificationFailed) continue
+      throw err // the claims are wrong whichever key signed
+    }
+  }
+  throw new joseErrors.JWSSignatureVerificationFailed()
 }
 
 /** The `iat` bound failed: the token claims to be issued in the future beyond the allowed skew. */

@@ -20,8 +20,7 @@
  * `signLogoutToken()` signs arbitrary claims with the provider's key, an unknown key or none, for the
  * Back-Channel Logout cases (tests post those tokens to Portcullis themselves); the `sid` option puts a
  * per-login `sid` in the ID tokens, and `endSessionEndpoint: false` drops it from discovery.
- *
- * @see STYLE.md §2.6 (the bad-provider paragraph)
+
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import http from 'node:http'
@@ -66,6 +65,14 @@ export type RefreshDefect = 'sub-changes-on-refresh' // the refreshed ID token n
 
 export const REFRESH_DEFECTS: readonly RefreshDefect[] = ['sub-changes-on-refresh']
 
+/**
+ * Key handling that is not a protocol error on its own (kept out of {@link Defect} too):
+ * - `no-kid`: the ID token is signed with the JWKS's only key, its header without `kid` (allowed);
+ * - `jwt-access-token-unknown-key`: a correct ID token, and a JWT access token signed by a key the
+ *   JWKS does not publish, which every request would refuse (a login must not end in a loop).
+ */
+export type KeyDefect = 'no-kid' | 'jwt-access-token-unknown-key'
+
 export const DEFECTS: readonly Defect[] = [
   'none',
   'alg-none',
@@ -90,7 +97,7 @@ export const DEFECTS: readonly Defect[] = [
 ]
 
 export interface BadProviderOptions {
-  defect: Defect | RefreshDefect
+  defect: Defect | RefreshDefect | KeyDefect
   /** The one redirect URI the client may use (Portcullis' `${publicUrl}/oauth2/callback`). */
   redirectUri: string
   clientId: string
@@ -140,8 +147,8 @@ export interface IssuedTokens {
 export interface BadProvider {
   /** `http://127.0.0.1:port`, no trailing slash. */
   issuer: string
-  readonly defect: Defect | RefreshDefect
-  setDefect(defect: Defect | RefreshDefect): void
+  readonly defect: Defect | RefreshDefect | KeyDefect
+  setDefect(defect: Defect | RefreshDefect | KeyDefect): void
   requests: BadProviderRequest[]
   /** Every authorization code handed out by the authorize endpoint. */
   codes: string[]
@@ -202,7 +209,7 @@ function readBody(req: IncomingMessage): Promise<string> {
 export async function startBadProvider(t: Test, opts: BadProviderOptions): Promise<BadProvider> {
   const issParameterSupported = opts.issParameterSupported ?? true
   const endSessionEndpoint = opts.endSessionEndpoint ?? true
-  let defect: Defect | RefreshDefect = opts.defect
+  let defect: Defect | RefreshDefect | KeyDefect = opts.defect
   const idTokenTtl = opts.idTokenTtl ?? ID_TOKEN_TTL
   const accessTokenTtl = opts.accessTokenTtl ?? 300
 
@@ -353,6 +360,8 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
         return new UnsecuredJWT(claims).encode()
       case 'unknown-kid':
         return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: strangerKid, typ: 'JWT' }).sign(stranger.privateKey)
+      case 'no-kid':
+        return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT' }).sign(privateKey)
       case 'hs256-with-public-key':
         return new SignJWT(claims).setProtectedHeader({ alg: 'HS256', kid, typ: 'JWT' }).sign(new TextEncoder().encode(publicPem))
       case 'bad-signature': {
@@ -417,8 +426,14 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
 
   /** A token response for `grant` (a code exchange, or a refresh); records a new refresh token. */
   const issueTokens = async (grant: PendingCode, refresh: boolean, res: ServerResponse, record: BadProviderRequest): Promise<void> => {
+    const now = Math.floor(Date.now() / 1000)
     const body: IssuedTokens & { token_type: string; expires_in: number; scope: string } = {
-      access_token: token('at_'),
+      access_token:
+        defect === 'jwt-access-token-unknown-key'
+          ? await new SignJWT({ iss: issuer, sub: 'bad-provider-user', aud: grant.clientId, iat: now, exp: now + accessTokenTtl, jti: token('') })
+              .setProtectedHeader({ alg: 'RS256', kid: strangerKid, typ: 'at+jwt' })
+              .sign(stranger.privateKey)
+          : token('at_'),
       token_type: 'Bearer',
       expires_in: accessTokenTtl,
       refresh_token: token('rt_'),
@@ -502,7 +517,7 @@ export async function startBadProvider(t: Test, opts: BadProviderOptions): Promi
     get defect() {
       return defect
     },
-    setDefect(d: Defect | RefreshDefect) {
+    setDefect(d: Defect | RefreshDefect | KeyDefect) {
       defect = d
     },
     requests,

@@ -1,7 +1,7 @@
 /**
  * Start the embedded OpenID Provider for one tap test and close it in `t.teardown`.
  *
- * @see src/demo/provider.ts, STYLE.md §2.6
+ * @see src/demo/provider.ts
  */
 import type { Test } from 'tap'
 import { startProvider } from '../../src/demo/provider.ts'

@@ -1,6 +1,6 @@
 /**
- * Identity-header spoofing (LANDSCAPE.md §3 attack class 5, DESIGN.md §3 step 1 and §6, STYLE.md rule 10)
- * and forwarded-header trust (attack class 4).
+ * Identity-header spoofing (step 1 of the pipeline: strip before inject, names compared with `_` as
+ * `-`) and forwarded-header trust.
  *
  * Every header Portcullis injects is sent by the client in every spelling a backend might fold into the
  * same name (case, `_` for `-`, duplicates), on a protected route with a session, on a public route

@@ -7,8 +7,7 @@
  *
  * `none` proves the same flow logs in against the same provider, so every refusal below is caused
  * by its one defect.
- *
- * @see STYLE.md §2.4, §2.6, §4; DESIGN.md §4
+
  */
 import { createHash } from 'node:crypto'
 import t from 'tap'
@@ -56,11 +55,11 @@ const EXPECTED: Record<Exclude<Defect, 'none' | 'discovery-wrong-issuer'>, Expec
   // RFC 9207: the authorization response is refused before the code is sent anywhere.
   'missing-iss-param': { status: 400, code: 'LOGIN_FAILED', tokenStatus: null },
   'wrong-iss-param': { status: 400, code: 'LOGIN_FAILED', tokenStatus: null },
-  // Any 5xx of the token endpoint is an outage (STYLE.md §2.4), whatever its body.
+  // Any 5xx of the token endpoint is an outage, whatever its body.
   'token-500': { status: 503, code: 'IDP_UNAVAILABLE', tokenStatus: 500 },
   'token-500-json': { status: 503, code: 'IDP_UNAVAILABLE', tokenStatus: 500 },
   'token-garbage': { status: 502, code: 'IDP_REJECTED', tokenStatus: 200 },
-  'token-invalid-client': { status: 502, code: 'IDP_REJECTED', tokenStatus: 400, providerError: 'invalid_client' },
+  'token-invalid-client': { status: 502, code: 'IDP_CLIENT_AUTH', tokenStatus: 400, providerError: 'invalid_client' },
 }
 
 interface Setup {

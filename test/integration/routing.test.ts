@@ -1,8 +1,8 @@
 /**
- * The route table end to end (DESIGN.md §3 step 2): host, then longest path prefix on a segment
+ * The route table end to end (step 2 of the pipeline): host, then longest path prefix on a segment
  * boundary, on the normalized path; refused paths; public routes; upstream base paths; the query string;
- * the auth prefix and ops endpoints; request ids. LANDSCAPE.md §3 attack class 3 (skip-auth matching on
- * the normalized path only).
+ * the auth prefix and ops endpoints; request ids. The attack class: skip-auth rules matched on anything
+ * but the normalized path.
  *
  * Three echo upstreams (A, B, C) tell which route answered. Paths are sent on raw sockets because
  * `new URL()` (and so every ordinary client) would normalize them before Portcullis sees them.

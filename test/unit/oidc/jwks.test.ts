@@ -8,7 +8,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT, type JWK } from 'jose'
-import { createJwks, type Jwks } from '../../../src/oidc/jwks.ts'
+import { createJwks, verifyJwt, type Jwks } from '../../../src/oidc/jwks.ts'
 import { fakeClock, type FakeClock } from '../../helpers/clock.ts'
 import { waitUntil } from '../../helpers/wait.ts'
 
@@ -110,25 +110,23 @@ t.test('lazy: without reload(), the first verification fetches, concurrent first
   t.equal(server.hits, 1, 'one fetch for five concurrent first uses')
 })
 
-t.test('unknown kid: at most one refetch per cooldown, then the token is rejected', async (t) => {
+t.test('unknown kid: refetched at once after connect, then at most one unknown-kid refetch per cooldown', async (t) => {
   const { clock, k1, k2, k3, server, jwks } = await setup(t)
   await jwks.reload()
-  server.keys = [k2.jwk, k1.jwk] // the provider rotated: k2 signs from now on
+  server.keys = [k2.jwk, k1.jwk] // the provider rotated right after we connected: k2 signs from now on
 
-  // Within the cooldown of the connect-time fetch: no refetch, rejected.
-  const early = await verify(jwks, await tokenBy(k2, clock), clock)
-  t.equal(early, 'ERR_JWKS_NO_MATCHING_KEY', 'rejected within the cooldown')
-  t.equal(server.hits, 1, 'without a refetch')
-
-  // After the cooldown: one refetch finds the rotated key.
-  clock.advance(COOLDOWN)
-  t.equal(await verify(jwks, await tokenBy(k2, clock), clock), 'ok', 'the rotated key is found by one refetch')
-  t.equal(server.hits, 2)
+  // The connect-time fetch does not count: the rotated key is found by an immediate refetch.
+  t.equal(await verify(jwks, await tokenBy(k2, clock), clock), 'ok', 'the rotated key is found at once')
+  t.equal(server.hits, 2, 'by one refetch')
   t.equal(await verify(jwks, await tokenBy(k1, clock), clock), 'ok', 'the old key still verifies')
 
-  // A key the provider never publishes: one refetch per cooldown, however many tokens come.
-  clock.advance(COOLDOWN)
+  // A key the provider never publishes: no refetch within the cooldown of the last unknown-kid one.
   const stranger = await tokenBy(k3, clock)
+  t.equal(await verify(jwks, stranger, clock), 'ERR_JWKS_NO_MATCHING_KEY', 'rejected')
+  t.equal(server.hits, 2, 'within the cooldown of the rotation refetch: no refetch')
+
+  // After the cooldown, one refetch however many tokens come at once; they all wait for it.
+  clock.advance(COOLDOWN)
   const burst = await Promise.all(Array.from({ length: 10 }, () => verify(jwks, stranger, clock)))
   t.ok(burst.every((r) => r === 'ERR_JWKS_NO_MATCHING_KEY'), 'all rejected')
   t.equal(server.hits, 3, 'ten concurrent unknown-kid tokens caused one refetch')
@@ -140,6 +138,57 @@ t.test('unknown kid: at most one refetch per cooldown, then the token is rejecte
   clock.advance(COOLDOWN)
   t.equal(await verify(jwks, stranger, clock), 'ERR_JWKS_NO_MATCHING_KEY', 'still rejected after the next refetch')
   t.equal(server.hits, 4, 'one more refetch once the cooldown passed')
+})
+
+t.test('scheduled refreshes do not count for the unknown-kid cooldown', async (t) => {
+  const { clock, k1, k2, server, jwks } = await setup(t)
+  await jwks.reload()
+  clock.advance(MAX_AGE + 1)
+  t.equal(await verify(jwks, await tokenBy(k1, clock), clock), 'ok')
+  await waitUntil(() => server.hits === 2, 'the background refresh ran')
+  server.keys = [k2.jwk, k1.jwk]
+  t.equal(await verify(jwks, await tokenBy(k2, clock), clock), 'ok', 'a rotation right after a scheduled refresh is followed at once')
+  t.equal(server.hits, 3)
+})
+
+t.test('concurrent tokens of a just-rotated key all wait for the one refetch', async (t) => {
+  const { clock, k1, k2, server, jwks } = await setup(t)
+  await jwks.reload()
+  server.keys = [k2.jwk, k1.jwk]
+  const token = await tokenBy(k2, clock)
+  const results = await Promise.all(Array.from({ length: 8 }, () => verify(jwks, token, clock)))
+  t.same(results, Array(8).fill('ok'), 'none rejected while the refetch ran')
+  t.equal(server.hits, 2, 'one refetch')
+})
+
+async function kidless(key: SigningKey, clock: FakeClock, alg = 'RS256'): Promise<string> {
+  const now = Math.floor(clock.now() / 1000)
+  return new SignJWT({ sub: 'alice', iss: 'https://issuer.test', aud: 'client' })
+    .setProtectedHeader({ alg, typ: 'JWT' })
+    .setIssuedAt(now)
+    .setExpirationTime(now + 300)
+    .sign(key.privateKey)
+}
+
+const VERIFY = { issuer: 'https://issuer.test', audience: 'client', algorithms: ['RS256'], clockToleranceSec: 30 }
+
+t.test('a token without kid verifies against a single-key JWKS', async (t) => {
+  const { clock, k1, k2, jwks } = await setup(t)
+  const payload = await verifyJwt(await kidless(k1, clock), jwks, { ...VERIFY, nowSec: Math.floor(clock.now() / 1000) })
+  t.equal(payload.sub, 'alice')
+  await t.rejects(verifyJwt(await kidless(k2, clock), jwks, { ...VERIFY, nowSec: Math.floor(clock.now() / 1000) }), { code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' }, 'signed by another key: refused')
+})
+
+t.test('a token without kid and several keys: each key of the right type is tried, or it is refused', async (t) => {
+  const { clock, k1, k2, k3, server, jwks } = await setup(t)
+  const { publicKey } = await generateKeyPair('ES256')
+  server.keys = [{ ...(await exportJWK(publicKey)), kid: 'ec', alg: 'ES256', use: 'sig' }, k1.jwk, k2.jwk]
+  const nowSec = Math.floor(clock.now() / 1000)
+  t.equal((await verifyJwt(await kidless(k2, clock), jwks, { ...VERIFY, nowSec })).sub, 'alice', 'the second RSA key signed it: found')
+  t.equal((await verifyJwt(await kidless(k1, clock), jwks, { ...VERIFY, nowSec })).sub, 'alice', 'the first RSA key signed it: found')
+  await t.rejects(verifyJwt(await kidless(k3, clock), jwks, { ...VERIFY, nowSec }), { code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' }, 'no published key signed it: refused')
+  const expired = await new SignJWT({ sub: 'alice', iss: 'https://issuer.test', aud: 'client' }).setProtectedHeader({ alg: 'RS256' }).setIssuedAt(nowSec - 1000).setExpirationTime(nowSec - 500).sign(k2.privateKey)
+  await t.rejects(verifyJwt(expired, jwks, { ...VERIFY, nowSec }), { code: 'ERR_JWT_EXPIRED' }, 'claims are still checked')
 })
 
 t.test('a failing JWKS endpoint keeps the cached keys working', async (t) => {
