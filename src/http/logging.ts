@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { pino, type Logger, type LoggerOptions } from 'pino'
-import { PortcullisError } from '../errors.ts'
+import { describeValue, formatDiagnosis, PortcullisError } from '../errors.ts'
 
 /**
  * Logging rules: one JSON line per request with the path but never the query
@@ -17,16 +17,21 @@ interface SafeError {
   type: string
   code?: string
   message: string
+  /** What another server's answer tells the operator (URL, status, settings to check): no secrets by construction. */
+  problem?: string
   cause?: SafeError
 }
 
 export function safeError(err: unknown, depth = 0): SafeError {
-  if (!(err instanceof Error)) return { type: typeof err, message: scrub(String(err)) }
+  // Never `[object Object]`: a Response, a parsed body or a list is described by its fields.
+  if (!(err instanceof Error)) return { type: typeof err, message: scrub(describeValue(err)) }
   const out: SafeError = { type: err.name, message: scrub(err instanceof PortcullisError ? err.publicMessage : err.message) }
   const code = (err as { code?: unknown }).code
   if (typeof code === 'string') out.code = code
   const providerError = (err as { error?: unknown }).error
   if (typeof providerError === 'string') out.message = `${out.message} (error=${scrub(providerError)})`
+  // Not scrubbed: the token pattern would redact setting names such as tokenEndpointAuthMethod.
+  if (err instanceof PortcullisError && err.diagnosis !== undefined) out.problem = formatDiagnosis(err.diagnosis)
   if (err.cause !== undefined && depth < 3) out.cause = safeError(err.cause, depth + 1)
   return out
 }

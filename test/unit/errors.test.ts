@@ -37,8 +37,12 @@ t.test('no cause logs as [object …]', async (t) => {
     t.notMatch(describeError(err).join('\n'), /\[object/, `${what}: describeError has no [object …]`)
     t.notMatch(describeValue(cause), /\[object/, `${what}: describeValue has no [object …]`)
   }
-  // Control: the log form without the fix would say [object …] for a non-Error cause.
-  t.match(JSON.stringify(safeError(new Error('outer', { cause: { error: 'x' } }))), /\[object Object\]/, 'control: a raw object cause is what printed [object Object]')
+  // Control: these causes are the ones String() prints as [object …]; a plain Error whose cause is
+  // one (not made loggable by PortcullisError) is described by its fields too.
+  t.match(String({ error: 'x' }), /\[object Object\]/, 'control: String() of an object cause is [object Object]')
+  const plain = JSON.stringify(safeError(new Error('outer', { cause: { error: 'x' } })))
+  t.notMatch(plain, /\[object/, 'a plain Error with an object cause logs without [object …]')
+  t.match(plain, /error/, 'and with the cause\'s field')
 })
 
 t.test('a loggable cause keeps what was known', async (t) => {
