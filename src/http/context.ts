@@ -33,6 +33,11 @@ declare module 'fastify' {
     label?: string
     /** The route reads a request body: a client waiting for `100 Continue` is told to send it. */
     readsBody?: boolean
+    /**
+     * The handler carries out the pipeline's whole decision (the forward-auth check): step 1 runs
+     * there, inside `decide`, so its refusals are answered as that mode answers them (401 for the check).
+     */
+    decides?: boolean
   }
 }
 

@@ -77,8 +77,11 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
       // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers. A client
       // waiting for 100 Continue is told to send its body only where a handler reads one (sign-out,
       // back-channel logout); elsewhere the answer is final and the connection closes after it.
-      const refused = screenRequest(rt, { headers: request.raw.headers, hostCount: hostCount(request.raw.rawHeaders) })
-      if (refused !== null) throw refused
+      // The check decides in its handler (step 1 included), as the fast lane does for GET.
+      if (config.decides !== true) {
+        const refused = screenRequest(rt, { headers: request.raw.headers, hostCount: hostCount(request.raw.rawHeaders) })
+        if (refused !== null) throw refused
+      }
       if (config.readsBody === true) allowBody(request.raw, reply.raw)
       else if (expectsContinue(request.raw)) void reply.header('connection', 'close')
     },

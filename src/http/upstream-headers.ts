@@ -19,8 +19,14 @@ export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingH
   if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
     for (const listed of connection.toLowerCase().split(',')) delete headers[listed.trim()]
   }
-  // Compared normalized (`X_Original_URL` is `X-Original-URL` to CGI, PHP and Symfony apps).
-  for (const name in headers) if (NOT_FORWARDED.has(normalizeHeaderName(name))) delete headers[name]
+  // Compared normalized (`X_Original_URL` is `X-Original-URL` to CGI, PHP and Symfony apps). Every
+  // spelling of the headers set below goes too (`X_Forwarded_Host` would stand in for ours where
+  // underscore names are allowed); the client's X-Forwarded-For is read first.
+  const prior = headers['x-forwarded-for']
+  for (const name in headers) {
+    const normalized = normalizeHeaderName(name)
+    if (NOT_FORWARDED.has(normalized) || SET_HERE.has(normalized)) delete headers[name]
+  }
   const cookie = removeCookies(headers.cookie, rt.isOwnCookie)
   if (cookie === undefined) delete headers.cookie
   else headers.cookie = cookie
@@ -37,7 +43,6 @@ export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingH
     }
   }
   const peer = to.peer
-  const prior = headers['x-forwarded-for']
   headers['x-forwarded-for'] = prior !== undefined && rt.isTrustedProxy(peer) ? `${String(prior)}, ${peer}` : peer
   headers['x-forwarded-proto'] = rt.publicUrl.protocol.slice(0, -1)
   headers['x-forwarded-host'] = rt.publicUrl.host
@@ -64,6 +69,9 @@ export interface ForwardedAs {
  *   Symfony route on them: a public path plus `X-Original-URL: /admin` would be a bypass), `X-Real-IP`,
  *   and method overrides. Portcullis sets `X-Forwarded-For/-Proto/-Host` itself.
  */
+/** The headers `upstreamHeaders` sets itself, normalized. */
+const SET_HERE: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'])
+
 const NOT_FORWARDED: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',

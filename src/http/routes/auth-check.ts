@@ -19,7 +19,7 @@ import type { FastifyLane } from '../fastify-lane.ts'
  * GET here before Fastify, this route the rest (HEAD, and everything while the fast lane is off).
  */
 export function registerAuthCheck(app: FastifyInstance, holder: RuntimeHolder, lane: FastifyLane): void {
-  app.get(`${holder.current.prefix}/auth`, { config: { kind: 'auth', label: CHECK_LABEL } }, async (request, reply) => {
+  app.get(`${holder.current.prefix}/auth`, { config: { kind: 'auth', label: CHECK_LABEL, decides: true } }, async (request, reply) => {
     await lane.carryOut(request, reply, 'check')
   })
 }
