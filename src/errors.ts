@@ -180,13 +180,18 @@ export function describeValue(value: unknown, depth = 0): string {
   }
   const fields: string[] = []
   for (const [key, v] of Object.entries(value as Record<string, unknown>).slice(0, 12)) {
-    if (typeof v === 'string') fields.push(`${key}=${JSON.stringify(clip(v, 100))}`)
+    // A token response, a form or a body may hang off an error: its secrets are named, never shown.
+    if (SECRET_KEY.test(key)) fields.push(`${key}=[redacted]`)
+    else if (typeof v === 'string') fields.push(`${key}=${JSON.stringify(clip(v, 100))}`)
     else if (typeof v === 'number' || typeof v === 'boolean') fields.push(`${key}=${String(v)}`)
     else if (typeof v === 'object' && v !== null && depth < 2) fields.push(`${key}: {${describeValue(v, depth + 1)}}`)
     else if (typeof v === 'object' && v !== null) fields.push(`${key}={…}`)
   }
   return fields.length === 0 ? `(${nameOf(value)} without plain fields)` : fields.join(', ')
 }
+
+/** Field names whose values are never described: tokens, secrets, codes, passwords, assertions, verifiers. */
+const SECRET_KEY = /token|secret|code|password|assertion|verifier|cookie|authorization|jwt/i
 
 function clip(text: string, max = MAX_TEXT): string {
   return text.length > max ? `${text.slice(0, max)}…` : text

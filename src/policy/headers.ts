@@ -157,6 +157,8 @@ export function compileHeaderScreen(rules: StripRules): HeaderScreen {
     return false
   }
   const drops = (name: string): boolean => {
+    // Names are client-chosen: only short ones (every real header name) are remembered.
+    if (name.length > MAX_REMEMBERED_NAME) return judge(name)
     let verdict = verdicts.get(name)
     if (verdict === undefined) {
       verdict = judge(name)
@@ -181,6 +183,7 @@ export function compileHeaderScreen(rules: StripRules): HeaderScreen {
   }
 }
 const MAX_VERDICTS = 1024
+const MAX_REMEMBERED_NAME = 64
 
 /**
  * Remove the cookies for which `isOurs(name)` is true from a `Cookie` header value (our session and

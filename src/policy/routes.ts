@@ -111,6 +111,27 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
   const folded = new Map<Route, string>()
   for (const r of routes) if (r.caseInsensitive) folded.set(r, foldPath(r.pathPrefix))
   const anyFolded = folded.size > 0
+  // Every protected route's prefix folded too: a public match yields to a longer protected prefix
+  // that the path matches once case and trailing dots are ignored (`/ADMIN` under a public `/` with a
+  // protected `/admin/`): Express and IIS serve those alike, and when in doubt a session is required.
+  const guard = new Map<Route, string>()
+  for (const r of routes) if (!r.public) guard.set(r, foldPath(r.pathPrefix))
+  const guarded = (hit: Route, lists: ReadonlyArray<readonly Route[] | undefined>, path: string): Route => {
+    let best: Route = hit
+    let bestLength = hit.pathPrefix.length
+    const f = foldPath(path)
+    for (const list of lists) {
+      if (list === undefined) continue
+      for (const r of list) {
+        const prefix = guard.get(r)
+        if (prefix !== undefined && r.pathPrefix.length > bestLength && prefixMatches(prefix, f)) {
+          best = r
+          bestLength = r.pathPrefix.length
+        }
+      }
+    }
+    return best
+  }
   const first = (list: readonly Route[] | undefined, path: string, foldedPath: string) => {
     if (list === undefined) return null
     for (const r of list) {
@@ -124,13 +145,18 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
     match(host, rawPath) {
       const path = matchPath(rawPath)
       const fold = anyFolded ? foldPath(path) : path
+      let lists: ReadonlyArray<readonly Route[] | undefined> = [anyHost]
+      let hit: Route | null = null
       if (byHost.size > 0 && host !== undefined) {
         const h = normalizeHost(host)
         if (h === null) return null
-        const hit = first(byHost.get(h), path, fold) ?? first(byHost.get(h.replace(/:\d+$/, '')), path, fold)
-        if (hit !== null) return hit
+        const exact = byHost.get(h)
+        const portless = byHost.get(h.replace(/:\d+$/, ''))
+        hit = first(exact, path, fold) ?? first(portless, path, fold)
+        lists = [exact, portless, anyHost]
       }
-      return first(anyHost, path, fold)
+      hit ??= first(anyHost, path, fold)
+      return hit !== null && hit.public ? guarded(hit, lists, path) : hit
     },
   }
 }

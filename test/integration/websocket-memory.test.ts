@@ -1,8 +1,12 @@
 /**
  * Issue #8 point 4: frames are never buffered whole. Twenty WebSockets through a Portcullis process,
- * each sending one 50 MiB message, grow its resident memory by less than 64 MiB: the bytes are piped
- * with backpressure. (The old relay held whole messages: four such connections took RSS from 142 MB
- * to 847 MB.) The upstream and the clients here hold nothing either: they count bytes.
+ * each sending one 50 MiB message (1000 MiB in all), grow its resident memory by less than a tenth of
+ * what they relay: the bytes are piped with backpressure. A relay that held whole messages would grow
+ * by at least the message size per connection (the old one took RSS from 142 MB to 847 MB with four
+ * such connections). What does grow is socket buffers and read chunks the GC frees in its own time:
+ * 36 MiB on a quiet machine, 72 MiB once with the whole suite running on two cores, so the bound is
+ * the tenth, not a figure that depends on the machine's load. The upstream and the clients here hold
+ * nothing either: they count bytes.
  */
 import t from 'tap'
 import { createHash } from 'node:crypto'
@@ -18,7 +22,7 @@ const HEADER = 14 // 2 + 8 (64-bit length) + 4 (mask)
 
 const accept = (key: string) => createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
 
-t.test('20 connections each sending a 50 MiB message grow RSS by less than 64 MiB', async (t) => {
+t.test('20 connections each sending a 50 MiB message grow RSS by less than a tenth of what they relay', async (t) => {
   // The sink: accepts every upgrade and counts what arrives.
   let received = 0
   const sink = createServer()
@@ -91,7 +95,8 @@ t.test('20 connections each sending a 50 MiB message grow RSS by less than 64 Mi
   clearInterval(sampler)
   peak = Math.max(peak, proc.rss())
   const grew = peak - before
-  t.ok(grew < 64 * MiB, `RSS grew by ${(grew / MiB).toFixed(1)} MiB (from ${(before / MiB).toFixed(0)} MiB), under 64 MiB`)
+  const bound = total / 10
+  t.ok(grew < bound, `RSS grew by ${(grew / MiB).toFixed(1)} MiB (from ${(before / MiB).toFixed(0)} MiB), under ${(bound / MiB).toFixed(0)} MiB`)
   proc.child.kill('SIGTERM')
   t.equal(await proc.exited, 0, 'and it stops cleanly')
 })

@@ -39,7 +39,9 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
     if (error !== undefined) {
       // "Try again" returns to the page the user wanted, when this browser started the login.
       if (tx !== null) request.portcullis.retryRd = tx.rd
-      const shown = description === undefined ? '' : safeDescription(description)
+      // The provider's words only for a login this browser started: anyone can craft a link to the
+      // callback, and its text would read as the provider's on our origin.
+      const shown = description === undefined || tx === null ? '' : safeDescription(description)
       throw new PortcullisError('LOGIN_DENIED', 'The identity provider did not complete the sign-in.', {
         details: { error: safeCode(error), ...(shown === '' ? {} : { description: shown }) },
       })
