@@ -145,18 +145,18 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
     match(host, rawPath) {
       const path = matchPath(rawPath)
       const fold = anyFolded ? foldPath(path) : path
-      let lists: ReadonlyArray<readonly Route[] | undefined> = [anyHost]
-      let hit: Route | null = null
+      // The guard looks only among the routes the match came from: a host's own routes are never
+      // traded for a host-less one.
       if (byHost.size > 0 && host !== undefined) {
         const h = normalizeHost(host)
         if (h === null) return null
         const exact = byHost.get(h)
         const portless = byHost.get(h.replace(/:\d+$/, ''))
-        hit = first(exact, path, fold) ?? first(portless, path, fold)
-        lists = [exact, portless, anyHost]
+        const hit = first(exact, path, fold) ?? first(portless, path, fold)
+        if (hit !== null) return hit.public ? guarded(hit, [exact, portless], path) : hit
       }
-      hit ??= first(anyHost, path, fold)
-      return hit !== null && hit.public ? guarded(hit, lists, path) : hit
+      const hit = first(anyHost, path, fold)
+      return hit !== null && hit.public ? guarded(hit, [anyHost], path) : hit
     },
   }
 }
