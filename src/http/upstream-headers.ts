@@ -60,6 +60,9 @@ export interface ForwardedAs {
   readonly requestId: string
 }
 
+/** The headers `upstreamHeaders` sets itself, normalized. */
+const SET_HERE: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'])
+
 /**
  * Request headers never passed to an upstream (names as Node delivers them: lower-case):
  * - hop-by-hop ones (RFC 9110 §7.6.1) and `Expect` (undici refuses `Expect: 100-continue`: a 502 for
@@ -69,9 +72,6 @@ export interface ForwardedAs {
  *   Symfony route on them: a public path plus `X-Original-URL: /admin` would be a bypass), `X-Real-IP`,
  *   and method overrides. Portcullis sets `X-Forwarded-For/-Proto/-Host` itself.
  */
-/** The headers `upstreamHeaders` sets itself, normalized. */
-const SET_HERE: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'])
-
 const NOT_FORWARDED: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
