@@ -16,6 +16,7 @@ import { createCookieStore } from './session/cookie-store.ts'
 import { BASE_CLAIMS, refreshedSession, type SessionLimits } from './session/model.ts'
 import type { SessionStore } from './session/store.ts'
 import { compileRoutes, type RouteTable } from './policy/routes.ts'
+import { claimsRead } from './policy/access.ts'
 import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
 import { DEFAULT_IDENTITY_HEADERS } from './config/schema.ts'
@@ -98,7 +99,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     else strip.add(entry)
   }
   if (config.identity.passAuthorizationHeader) strip.add('Authorization')
-  const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers)])
+  const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers), ...claimsRead(config.access, [config.access.defaultAllow, ...config.routes.map((r) => r.allow)])])
   let postLogoutRedirect: string | null = null
   if (config.session.postLogoutRedirect !== '') {
     postLogoutRedirect = validateRedirect(config.session.postLogoutRedirect, publicUrl, config.redirects.allowedDomains)
@@ -142,7 +143,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     loginKeys,
     sessions,
     limits,
-    routes: compileRoutes(config.routes),
+    routes: compileRoutes(config.routes, config.access, config.provider.clientId),
     screen: compileHeaderScreen({ names: strip, prefixes: stripPrefixes, dropUnderscore: !config.server.allowUnderscoreHeaders }),
     identityHeaders: compileIdentityHeaders(config.identity.headers),
     keepClaims,

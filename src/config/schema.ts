@@ -61,6 +61,119 @@ export const DEFAULT_IDENTITY_HEADERS: Readonly<Record<string, string>> = {
   'X-Forwarded-Preferred-Username': 'preferred_username',
 }
 
+
+/** A duration that may be left empty (`""`: none); 0 after parsing means none. */
+const optionalDuration = z
+  .string()
+  .default('')
+  .transform((text, ctx) => {
+    if (text === '') return 0
+    const ms = parseDuration(text)
+    if (ms === null) {
+      ctx.addIssue({ code: 'custom', message: `invalid duration "${text}": use a whole number and a unit, e.g. 30s, 5m, 12h` })
+      return z.NEVER
+    }
+    return ms
+  })
+
+/** A plain JSON scalar a claim is compared with. */
+const claimScalar = z.union([z.string(), z.number(), z.boolean()])
+
+/**
+ * One claim matcher: `{ equals: v }`, `{ anyOf: [v, ...] }` or `{ regex: "..." }` (the whole value must
+ * match); a bare scalar is `{ equals: scalar }`. An array claim matches when one of its elements does.
+ */
+const claimMatcher = z.preprocess(
+  (v) => (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? { equals: v } : v),
+  z
+    .strictObject({
+      equals: claimScalar.optional(),
+      anyOf: z.array(claimScalar).min(1).optional(),
+      regex: z
+        .string()
+        .min(1)
+        .refine(
+          (text) => {
+            try {
+              new RegExp(text, 'u')
+              return true
+            } catch {
+              return false
+            }
+          },
+          { message: 'is not a valid regular expression' },
+        )
+        .optional(),
+    })
+    .refine((m) => [m.equals, m.anyOf, m.regex].filter((x) => x !== undefined).length === 1, {
+      message: 'must have exactly one of equals, anyOf or regex (or be a plain value: equals)',
+    }),
+)
+
+/** An e-mail address: one `@`, something on both sides, no spaces. */
+const emailAddress = z.string().regex(/^[^@\s]+@[^@\s]+$/, 'must be an e-mail address with exactly one "@"')
+/** An e-mail domain: `example.com`, no `@`, no wildcard. */
+const emailDomain = z.string().regex(/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, 'must be a domain such as example.com (no "@", no "*")')
+
+/**
+ * Who may use a route (`routes[].allow`, `access.defaultAllow`). Every condition that is given must
+ * hold; a list holds when the user has one of its entries; `any` holds when one of its rules does.
+ */
+export interface AllowRuleInput {
+  emails?: string[] | undefined
+  domains?: string[] | undefined
+  unverifiedEmail?: boolean | undefined
+  groups?: string[] | undefined
+  roles?: string[] | undefined
+  organizations?: string[] | undefined
+  claims?: Record<string, unknown> | undefined
+  any?: AllowRuleInput[] | undefined
+}
+export interface AllowRule {
+  emails?: string[] | undefined
+  domains?: string[] | undefined
+  unverifiedEmail?: boolean | undefined
+  groups?: string[] | undefined
+  roles?: string[] | undefined
+  organizations?: string[] | undefined
+  claims?: Record<string, ClaimMatcher> | undefined
+  any?: AllowRule[] | undefined
+}
+export interface ClaimMatcher {
+  equals?: string | number | boolean | undefined
+  anyOf?: (string | number | boolean)[] | undefined
+  regex?: string | undefined
+}
+
+export const allowRule: z.ZodType<AllowRule, AllowRuleInput> = z.lazy(() =>
+  z.strictObject({
+    emails: z.array(emailAddress).optional().describe('E-mail addresses, compared case-insensitively'),
+    domains: z.array(emailDomain).optional().describe('E-mail domains (the part after "@"); need email_verified unless unverifiedEmail'),
+    unverifiedEmail: z.boolean().optional().describe('Let emails and domains match an e-mail the provider did not verify (default false; nested rules inherit it)'),
+    groups: z.array(z.string().min(1)).optional(),
+    roles: z.array(z.string().min(1)).optional(),
+    organizations: z.array(z.string().min(1)).optional(),
+    claims: z.record(z.string().min(1), claimMatcher).optional(),
+    any: z.array(allowRule).min(1).optional().describe('Alternatives: one of these rules must hold'),
+  }),
+)
+
+/** Step-up requirements of a route (`routes[].require`). */
+const requirement = z.strictObject({
+  mfa: z.boolean().default(false).describe('The login must have used a second factor (an access.mfaAmrValues entry in amr)'),
+  acr: z.array(z.string().min(1)).default([]).describe('The login\'s acr must be one of these; they are sent as acr_values'),
+  maxAuthAge: optionalDuration.describe('The login must be at most this old (auth_time); sent as max_age'),
+})
+
+const access = z.strictObject({
+  defaultAllow: allowRule.optional().describe('The allow rule of routes that have none; unset: every signed-in user'),
+  groupsClaim: z.string().min(1).default('groups'),
+  rolesClaim: z.string().min(1).default('roles'),
+  organizationClaim: z.string().min(1).default('org_id'),
+  mfaAmrValues: z.array(z.string().min(1)).min(1).default(['mfa', 'otp', 'hwk']).describe('amr values that count as a second factor'),
+  mfaAcrValues: z.array(z.string().min(1)).default([]).describe("acr_values sent when a route requires MFA (the provider's name for an MFA login, if it has one)"),
+})
+
 const server = z.strictObject({
   listen: z
     .string()
@@ -84,6 +197,10 @@ const server = z.strictObject({
     .boolean()
     .default(false)
     .describe('Accept paths that still hold a percent-escape after decoding (/a/%252e: refused with 400 by default)'),
+  debug: z
+    .boolean()
+    .default(false)
+    .describe('Serve {prefix}/debug (the pipeline\'s explanation of the current request) to peers in server.trustedProxies and loopback'),
 })
 
 const endpoints = z.strictObject({
@@ -113,6 +230,32 @@ const provider = z.strictObject({
   clockSkew: duration('30s'),
   timeout: duration('10s').describe('Timeout of each request to the provider'),
   allowInsecureHttp: z.boolean().default(false).describe('Allow an http:// issuer; only on loopback'),
+  extraIssuers: z
+    .array(
+      z.preprocess(
+        (v) => (typeof v === 'string' ? { issuer: v } : v),
+        z.strictObject({
+          issuer: httpUrl('provider.extraIssuers[].issuer'),
+          jwksUri: httpUrl('provider.extraIssuers[].jwksUri').optional().describe('Its JWKS; unset: from its discovery document'),
+        }),
+      ),
+    )
+    .default([])
+    .describe('More issuers whose JWT bearer tokens bearer routes accept (same audience, scope and allow rules)'),
+  domainRouting: z
+    .record(
+      emailDomain,
+      z
+        .strictObject({ organization_id: z.string().min(1).optional(), connection_id: z.string().min(1).optional() })
+        .refine((v) => v.organization_id !== undefined || v.connection_id !== undefined, { message: 'must set organization_id or connection_id' }),
+    )
+    .default({})
+    .describe('E-mail domain → organization_id / connection_id sent when a login comes with that login_hint'),
+  socialProviders: z
+    .array(z.string().regex(/^[a-z0-9_-]{1,32}$/, 'must be a provider name such as google, microsoft or github'))
+    .default([])
+    .describe('Buttons on the sign-in page, each a login with provider=<name>'),
+  signInPage: z.boolean().default(false).describe('Send users without a session to {prefix}/sign_in (asks for an e-mail) instead of straight to the provider'),
 })
 
 const session = z.strictObject({
@@ -132,7 +275,7 @@ const session = z.strictObject({
   maxPendingLogins: z.number().int().min(1).max(20).default(5).describe('Login transactions kept at once (tabs)'),
 })
 
-const route = z.strictObject({
+export const routeSchema = z.strictObject({
   match: z
     .strictObject({
       host: z.string().default(''),
@@ -149,6 +292,14 @@ const route = z.strictObject({
     .boolean()
     .default(false)
     .describe("Forward the client's own Authorization header on this (non-public) route, for apps that check credentials of their own"),
+  allow: allowRule.optional().describe('Who may use this route; unset: access.defaultAllow'),
+  require: requirement.prefault({}),
+  loginParams: z.record(z.string().min(1), z.string()).default({}).describe('Extra authorize parameters of logins that start on this route (e.g. organization_id)'),
+  bearer: z.boolean().default(false).describe('Accept Authorization: Bearer <JWT> (API clients)'),
+  audience: z.string().default('').describe('Audience bearer tokens must carry; empty = resource if set, else provider.clientId'),
+  requiredScopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth scope token')).default([]),
+  resource: httpUrl('routes[].resource').optional().describe('RFC 9728 resource identifier: serves its protected-resource metadata; tokens must have it in aud'),
+  allowPreflight: z.boolean().default(false).describe('Forward CORS preflights (OPTIONS with Origin and Access-Control-Request-Method) without a session, and without identity'),
 })
 
 const identity = z.strictObject({
@@ -159,6 +310,13 @@ const identity = z.strictObject({
     .describe('More client headers to strip on every route: names, or prefixes ending in "-" or "*" (X-Pomerium-)'),
   passAccessToken: z.boolean().default(false).describe('Send X-Auth-Request-Access-Token upstream'),
   passAuthorizationHeader: z.boolean().default(false).describe('Send Authorization: Bearer <access token> upstream'),
+  assertion: z
+    .strictObject({
+      enabled: z.boolean().default(false).describe('Send a signed JWT of the identity upstream in X-Portcullis-Assertion'),
+      signingKey: z.string().default('').describe('ES256 private key (PKCS#8 PEM or JWK JSON), or signingKeyFile; empty: a new key at each start'),
+      ttl: duration('60s').describe('Lifetime of each assertion'),
+    })
+    .prefault({}),
 })
 
 export const configSchema = z.strictObject({
@@ -166,13 +324,9 @@ export const configSchema = z.strictObject({
   provider,
   session,
   redirects: z.strictObject({ allowedDomains: z.array(z.string().min(1)).default([]) }).default({ allowedDomains: [] }),
-  routes: z.array(route).min(1, 'at least one route is required'),
-  identity: identity.default({
-    headers: { ...DEFAULT_IDENTITY_HEADERS },
-    stripHeaders: [],
-    passAccessToken: false,
-    passAuthorizationHeader: false,
-  }),
+  routes: z.array(routeSchema).min(1, 'at least one route is required'),
+  identity: identity.prefault({}),
+  access: access.prefault({}),
   logging: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

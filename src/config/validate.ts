@@ -31,7 +31,11 @@ export function unwrapSchema(node: AnySchema): AnySchema {
   for (;;) {
     const def = current._zod.def
     if (WRAPPERS.has(def.type)) current = (def as z.core.$ZodDefaultDef).innerType
-    else if (def.type === 'pipe') current = (def as z.core.$ZodPipeDef).in
+    else if (def.type === 'pipe') {
+      // `z.preprocess` is a pipe from a transform into the real schema: the shape is its output's.
+      const pipe = def as z.core.$ZodPipeDef
+      current = pipe.in._zod.def.type === 'transform' ? pipe.out : pipe.in
+    }
     else if (def.type === 'lazy') current = (def as z.core.$ZodLazyDef).getter()
     else return current
   }

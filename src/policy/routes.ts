@@ -1,4 +1,5 @@
 import type { RouteConfig } from '../config/types.ts'
+import { compilePolicy, type AccessConfig, type RoutePolicy } from './access.ts'
 
 /**
  * The route table: host first, then the longest path prefix, on the normalized path (step 2 of the
@@ -23,6 +24,16 @@ export interface Route {
   readonly passClientAuthorization: boolean
   /** The prefix is matched on the folded path (`foldPath`): no case, no trailing dots or spaces. */
   readonly caseInsensitive: boolean
+  /** Who may use it and how strong their login must be (`policy/access.ts`). */
+  readonly policy: RoutePolicy
+  /** Accepts `Authorization: Bearer <JWT>` (API clients). */
+  readonly bearer: boolean
+  /** Audiences a bearer token may carry (one must be in its `aud`). */
+  readonly audiences: readonly string[]
+  /** RFC 9728 resource identifier, or '' when the route has none. */
+  readonly resource: string
+  /** CORS preflights are forwarded without a session (and without identity). */
+  readonly allowPreflight: boolean
 }
 
 export interface RouteTable {
@@ -82,7 +93,13 @@ export function foldPath(path: string): string {
 const FOLDABLE = /(?:\.|%20| )(?:\/|$)/
 const TRAILING_DOTS_SPACES = /(?:\.|%20| )+(?=\/|$)/g
 
-export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
+/** Access settings of a config without an `access` section: its defaults. */
+export const DEFAULT_ACCESS: AccessConfig = { groupsClaim: 'groups', rolesClaim: 'roles', organizationClaim: 'org_id', mfaAmrValues: ['mfa', 'otp', 'hwk'], mfaAcrValues: [] }
+
+/**
+ * `clientId`: the audience of bearer tokens on routes that name none (and no resource).
+ */
+export function compileRoutes(configs: readonly RouteConfig[], access: AccessConfig = DEFAULT_ACCESS, clientId = ''): RouteTable {
   const routes: Route[] = configs.map((c, i) => {
     const upstream = new URL(c.upstream)
     return {
@@ -95,6 +112,11 @@ export function compileRoutes(configs: readonly RouteConfig[]): RouteTable {
       public: c.public,
       passClientAuthorization: c.passClientAuthorization,
       caseInsensitive: c.match.caseInsensitive,
+      policy: compilePolicy({ id: `routes[${i}]`, allow: c.allow, require: c.require, loginParams: c.loginParams, requiredScopes: c.requiredScopes }, access),
+      bearer: c.bearer,
+      audiences: c.resource !== undefined ? [c.resource] : c.audience !== '' ? [c.audience] : clientId === '' ? [] : [clientId],
+      resource: c.resource ?? '',
+      allowPreflight: c.allowPreflight,
     }
   })
   const byLongest = (a: Route, b: Route) => b.pathPrefix.length - a.pathPrefix.length

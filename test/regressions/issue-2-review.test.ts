@@ -9,6 +9,7 @@ import { startStack } from '../helpers/portcullis.ts'
 import { login } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
 import { compileRoutes } from '../../src/policy/routes.ts'
+import { routeSchema } from '../../src/config/schema.ts'
 
 function raw(port: number, payload: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
@@ -51,10 +52,12 @@ t.test('`;` path parameters cannot move a request from a protected route to a pu
 })
 
 t.test('odd Host headers do not fall through to a host-less route', async (t) => {
-  const table = compileRoutes([
-    { match: { host: 'app.example.com', pathPrefix: '/', caseInsensitive: false }, upstream: 'http://127.0.0.1:1', public: false, passClientAuthorization: false },
-    { match: { host: '', pathPrefix: '/', caseInsensitive: false }, upstream: 'http://127.0.0.1:2', public: true, passClientAuthorization: false },
-  ])
+  const table = compileRoutes(
+    routeSchema.array().parse([
+      { match: { host: 'app.example.com', pathPrefix: '/' }, upstream: 'http://127.0.0.1:1' },
+      { match: { host: '', pathPrefix: '/' }, upstream: 'http://127.0.0.1:2', public: true },
+    ]),
+  )
   for (const host of ['app.example.com', 'APP.example.com', 'app.example.com.', 'app.example.com.:8080', 'app.example.com:8080']) {
     t.equal(table.match(host, '/x')?.public, false, `${host} → the app's protected route`)
   }

@@ -25,16 +25,25 @@ const LEAF_TYPES = new Set(['string', 'number', 'boolean', 'enum', 'literal', 'r
  * zod 4: objects expose `.shape`; `.default()` / `.optional()` wrap (`.unwrap()`); `.transform()` is a
  * `ZodPipe` whose `.in` is the file-side type; arrays expose `.element`.
  */
-function schemaKeyPaths(node: z.ZodType, prefix: string): string[] {
-  if (node instanceof z.ZodDefault || node instanceof z.ZodOptional || node instanceof z.ZodNullable || node instanceof z.ZodPrefault) {
-    return schemaKeyPaths(node.unwrap() as z.ZodType, prefix)
+function schemaKeyPaths(node: z.ZodType, prefix: string, seen: Set<z.ZodType> = new Set()): string[] {
+  // A rule used in several places (`routes[].allow`, `access.defaultAllow`, and `allow.any[]` within
+  // itself): its keys where it first appears.
+  if (node instanceof z.ZodLazy) {
+    if (seen.has(node)) return []
+    seen.add(node)
+    return schemaKeyPaths(node.unwrap() as z.ZodType, prefix, seen)
   }
-  if (node instanceof z.ZodPipe) return schemaKeyPaths(node.in as z.ZodType, prefix)
-  if (node instanceof z.ZodArray) return schemaKeyPaths(node.element as z.ZodType, `${prefix}[]`)
+  // `z.preprocess`: a pipe from a transform into the schema that holds the keys.
+  if (node instanceof z.ZodPipe && node.in instanceof z.ZodTransform) return schemaKeyPaths(node.out as z.ZodType, prefix, seen)
+  if (node instanceof z.ZodDefault || node instanceof z.ZodOptional || node instanceof z.ZodNullable || node instanceof z.ZodPrefault) {
+    return schemaKeyPaths(node.unwrap() as z.ZodType, prefix, seen)
+  }
+  if (node instanceof z.ZodPipe) return schemaKeyPaths(node.in as z.ZodType, prefix, seen)
+  if (node instanceof z.ZodArray) return schemaKeyPaths(node.element as z.ZodType, `${prefix}[]`, seen)
   if (node instanceof z.ZodObject) {
     return Object.entries(node.shape as Record<string, z.ZodType>).flatMap(([key, child]) => {
       const path = prefix === '' ? key : `${prefix}.${key}`
-      return [path, ...schemaKeyPaths(child, path)]
+      return [path, ...schemaKeyPaths(child, path, seen)]
     })
   }
   const type = node._zod.def.type
