@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'NOT_FOUND' // no route matches the request → 404
   | 'UPSTREAM_UNAVAILABLE' // upstream refused or reset → 502
   | 'UPSTREAM_TIMEOUT' // upstream did not answer in time → 504
+  | 'ACCESS_DENIED' // signed in, but the route's allow rule refuses this user → 403, naming the rule
+  | 'STEP_UP_FAILED' // a step-up login came back without what the route requires (acr, amr, auth_time) → 403, retry link
 
 /**
  * What an exchange with another server showed, for the operator (logs, `portcullis check`); never

@@ -16,7 +16,10 @@ import { createCookieStore } from './session/cookie-store.ts'
 import { BASE_CLAIMS, refreshedSession, type SessionLimits } from './session/model.ts'
 import type { SessionStore } from './session/store.ts'
 import { compileRoutes, type RouteTable } from './policy/routes.ts'
-import { claimsRead } from './policy/access.ts'
+import { claimsRead, compilePolicy, type RoutePolicy } from './policy/access.ts'
+import type { AssertionSigner } from './policy/assertion.ts'
+import { createBearerVerifier, type BearerVerifier } from './oidc/bearer.ts'
+import { ASYMMETRIC_ALGS } from './oidc/jwks.ts'
 import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
 import { DEFAULT_IDENTITY_HEADERS } from './config/schema.ts'
@@ -62,6 +65,12 @@ export interface Runtime {
   newSessionId(): string
   /** The peer address is in `server.trustedProxies` (its X-Forwarded-For is kept and appended to). */
   isTrustedProxy(peer: string): boolean
+  /** Bearer tokens of API clients on `bearer: true` routes. */
+  readonly bearer: BearerVerifier
+  /** The access rules of a forward-auth check that names no original URL: `access.defaultAllow`. */
+  readonly defaultPolicy: RoutePolicy
+  /** Signs `X-Portcullis-Assertion` (`identity.assertion.enabled`), else null. */
+  readonly assertions: AssertionSigner | null
   close(): void
 }
 
@@ -98,7 +107,11 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     else if (entry.endsWith('-') || entry.endsWith('_')) stripPrefixes.push(entry)
     else strip.add(entry)
   }
-  if (config.identity.passAuthorizationHeader) strip.add('Authorization')
+  // The assertion is Portcullis's to set: a client's copy goes on every route, public ones too.
+  strip.add('X-Portcullis-Assertion')
+  // With passAuthorizationHeader the client's own Authorization never reaches the app; bearer routes
+  // still read it (it is replaced or dropped on the way upstream, `http/upstream-headers.ts`).
+  if (config.identity.passAuthorizationHeader && !config.routes.some((r) => r.bearer)) strip.add('Authorization')
   const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers), ...claimsRead(config.access, [config.access.defaultAllow, ...config.routes.map((r) => r.allow)])])
   let postLogoutRedirect: string | null = null
   if (config.session.postLogoutRedirect !== '') {
@@ -155,6 +168,14 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     seenLogoutJti: previous?.seenLogoutJti ?? createJtiReplayCache(clock),
     newSessionId: () => randomBytes(18).toString('base64url'),
     isTrustedProxy: trustedProxyCheck(config.server.trustedProxies),
+    bearer: createBearerVerifier({
+      issuers: () => (provider.ready ? [{ issuer: provider.get().issuer, jwks: provider.get().jwks }] : []),
+      algorithms: ASYMMETRIC_ALGS,
+      clockToleranceSec: Math.ceil(config.provider.clockSkew / 1000),
+      clock,
+    }),
+    defaultPolicy: compilePolicy({ id: 'access', require: { mfa: false, acr: [], maxAuthAge: 0 }, loginParams: {}, requiredScopes: [] }, config.access),
+    assertions: null,
     close: () => provider.stop(),
   }
 }

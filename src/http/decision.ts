@@ -59,7 +59,7 @@ export interface AnswerDecision extends DecisionBase {
 
 export type Decision = ForwardDecision | AnswerDecision
 
-type Extras = Pick<DecisionBase, 'label' | 'route' | 'session' | 'notes'> & { readonly error?: unknown }
+export type Extras = Pick<DecisionBase, 'label' | 'route' | 'session' | 'notes'> & { readonly error?: unknown }
 
 /** Headers as flat pairs, `set-cookie` lines each on their own. */
 export function pairsOf(headers: ResponseHeaders): string[] {
@@ -104,9 +104,9 @@ export function unauthenticated(realm: string, requestId: string, setCookie: rea
   )
 }
 
-/** A 403 with a JSON body naming why. */
-export function forbidden(message: string, requestId: string, extras: Extras): AnswerDecision {
-  const body = JSON.stringify({ error: 'FORBIDDEN', message, requestId })
+/** A 403 with a JSON body naming why (and the access rule that refused, when one did). */
+export function forbidden(message: string, requestId: string, extras: Extras, rule?: string): AnswerDecision {
+  const body = JSON.stringify(rule === undefined ? { error: 'FORBIDDEN', message, requestId } : { error: 'ACCESS_DENIED', message, rule, requestId })
   return answer('forbidden', 403, ['cache-control', 'no-store', 'content-type', 'application/json; charset=utf-8', 'x-request-id', requestId], body, extras)
 }
 
@@ -123,4 +123,54 @@ function kindOfStatus(status: number): DecisionKind {
   if (status === 401) return 'unauthenticated'
   if (status === 403) return 'forbidden'
   return status >= 500 ? 'unavailable' : 'rejected'
+}
+
+/** The parameters of a `WWW-Authenticate: Bearer` challenge (RFC 6750 §3, RFC 9470 §3, RFC 9728 §5.1). */
+export interface ChallengeParams {
+  error?: string
+  description?: string
+  scope?: string
+  acrValues?: string
+  maxAge?: string
+  resourceMetadata?: string
+}
+
+/** A quoted-string value: printable ASCII without `"` and `\` (RFC 6750 §3 allows no more in error_description). */
+function quoted(value: string): string {
+  return `"${value.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '')}"`
+}
+
+export function challengeHeader(realm: string, p: ChallengeParams): string {
+  const parts = [`Bearer realm=${quoted(realm)}`]
+  if (p.error !== undefined) parts.push(`error=${quoted(p.error)}`)
+  if (p.description !== undefined) parts.push(`error_description=${quoted(p.description)}`)
+  if (p.scope !== undefined) parts.push(`scope=${quoted(p.scope)}`)
+  if (p.acrValues !== undefined) parts.push(`acr_values=${quoted(p.acrValues)}`)
+  if (p.maxAge !== undefined) parts.push(`max_age=${p.maxAge}`)
+  if (p.resourceMetadata !== undefined) parts.push(`resource_metadata=${quoted(p.resourceMetadata)}`)
+  return parts.join(', ')
+}
+
+/**
+ * A 401 or 403 for an API client: JSON (code, message, the rule when one refused, request id) with
+ * the given `WWW-Authenticate` challenge, never cached.
+ */
+export function bearerAnswer(
+  status: 401 | 403,
+  wwwAuthenticate: string,
+  code: string,
+  message: string,
+  rule: string | undefined,
+  requestId: string,
+  setCookie: readonly string[],
+  extras: Extras,
+): AnswerDecision {
+  const body = JSON.stringify(rule === undefined ? { error: code, message, requestId } : { error: code, message, rule, requestId })
+  return answer(
+    status === 401 ? 'unauthenticated' : 'forbidden',
+    status,
+    ['www-authenticate', wwwAuthenticate, 'cache-control', 'no-store', 'content-type', 'application/json; charset=utf-8', 'x-request-id', requestId, ...cookiePairs(setCookie)],
+    body,
+    extras,
+  )
 }

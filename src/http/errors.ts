@@ -27,6 +27,8 @@ export const STATUS: Record<ErrorCode, number> = {
   NOT_FOUND: 404,
   UPSTREAM_UNAVAILABLE: 502,
   UPSTREAM_TIMEOUT: 504,
+  ACCESS_DENIED: 403,
+  STEP_UP_FAILED: 403,
 }
 
 /** Page headings. A heading is never its page's message again: test/unit/http/error-pages.test.ts holds them apart. */
@@ -48,10 +50,12 @@ export const TITLES: Record<ErrorCode, string> = {
   NOT_FOUND: 'Not found',
   UPSTREAM_UNAVAILABLE: 'The application is not available',
   UPSTREAM_TIMEOUT: 'The application is taking too long',
+  ACCESS_DENIED: 'Access denied',
+  STEP_UP_FAILED: 'Additional verification needed',
 }
 
 /** Codes whose page offers a fresh login. */
-const RETRY_LOGIN: ReadonlySet<ErrorCode> = new Set(['LOGIN_DENIED', 'LOGIN_FAILED', 'IDP_REJECTED', 'IDP_CLIENT_AUTH', 'SESSION_ENDED', 'IDP_UNAVAILABLE', 'NOT_READY'])
+const RETRY_LOGIN: ReadonlySet<ErrorCode> = new Set(['STEP_UP_FAILED', 'LOGIN_DENIED', 'LOGIN_FAILED', 'IDP_REJECTED', 'IDP_CLIENT_AUTH', 'SESSION_ENDED', 'IDP_UNAVAILABLE', 'NOT_READY'])
 /** Codes whose page offers the same request again (the application failed, not the login). */
 const RETRY_SAME: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
 /** Codes that may clear with time: tell clients when to retry. */
@@ -91,6 +95,7 @@ export function errorResponse(err: unknown, html: boolean, requestId: string, re
   let message: string
   let providerError: string | undefined
   let providerDescription: string | undefined
+  let rule: string | undefined
   const headers: Record<string, string> = { ...PAGE_HEADERS }
   if (err instanceof PortcullisError) {
     status = STATUS[err.code]
@@ -98,6 +103,7 @@ export function errorResponse(err: unknown, html: boolean, requestId: string, re
     message = err.publicMessage
     providerError = err.details.error
     providerDescription = err.details.description
+    rule = err.details.rule
     if (RETRY_AFTER.has(err.code)) headers['retry-after'] = '5'
   } else {
     ;({ status, code, message } = fromFastifyError(err as FastifyError))
@@ -110,12 +116,13 @@ export function errorResponse(err: unknown, html: boolean, requestId: string, re
     return {
       status,
       headers,
-      body: renderErrorPage({ status, title, message, code, requestId, providerError, providerDescription, retryUrl: link }),
+      body: renderErrorPage({ status, title, message, code, requestId, providerError, providerDescription, rule, retryUrl: link }),
     }
   }
   const body: Record<string, string> = { error: code, message, requestId }
   if (providerError !== undefined) body.providerError = providerError
   if (providerDescription !== undefined) body.providerDescription = providerDescription
+  if (rule !== undefined) body.rule = rule
   if (retry !== undefined) body.retry = retry
   headers['content-type'] = 'application/json; charset=utf-8'
   // `<`, `>` and `&` as \u escapes: the provider's text never reaches a client as markup, even one

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { hasDoubleEncoding, normalizePath } from '../policy/path.ts'
 import type { Route } from '../policy/routes.ts'
 import type { Session } from '../session/model.ts'
+import type { Identity } from '../policy/identity.ts'
 import type { Runtime } from '../runtime.ts'
 
 /**
@@ -14,8 +15,8 @@ export const CHECK_LABEL = 'auth:check'
  * The headers of a 200: every identity header (empty for a public route), the access token where the
  * operator asked for it, and no caching (a shared cache must not hand one user's identity to another).
  */
-export function allowHeaders(rt: Runtime, session: Session | null): Record<string, string> {
-  const out: Record<string, string> = { 'cache-control': 'no-store', ...rt.identityHeaders(session === null ? null : { sub: session.sub, claims: session.claims }) }
+export function allowHeaders(rt: Runtime, identity: Identity | null, session: Session | null): Record<string, string> {
+  const out: Record<string, string> = { 'cache-control': 'no-store', ...rt.identityHeaders(identity) }
   if (session !== null && rt.config.identity.passAccessToken) out['x-auth-request-access-token'] = session.accessToken
   if (session !== null && rt.config.identity.passAuthorizationHeader) out.authorization = `Bearer ${session.accessToken}`
   return out
@@ -23,13 +24,14 @@ export function allowHeaders(rt: Runtime, session: Session | null): Record<strin
 
 /**
  * `allowHeaders` as a flat `[name, value, ...]` list for `writeHead`, built once per session object
- * (the open-cache hands the same one to every request with the same cookie) and runtime.
+ * (the open-cache hands the same one to every request with the same cookie), bearer token's claims
+ * object, and runtime.
  */
-export function allowPairs(rt: Runtime, session: Session | null): readonly string[] {
-  const key: object = session ?? rt
+export function allowPairs(rt: Runtime, identity: Identity | null, session: Session | null): readonly string[] {
+  const key: object = session ?? identity?.claims ?? rt
   const known = PAIRS.get(key)
   if (known !== undefined && known.rt === rt) return known.pairs
-  const pairs = Object.entries(allowHeaders(rt, session)).flat()
+  const pairs = Object.entries(allowHeaders(rt, identity, session)).flat()
   PAIRS.set(key, { rt, pairs })
   return pairs
 }

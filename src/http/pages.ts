@@ -16,6 +16,8 @@ export interface ErrorPage {
   readonly providerError?: string | undefined
   /** The provider's `error_description`, already cleaned and shortened (`safeDescription`); escaped here. */
   readonly providerDescription?: string | undefined
+  /** The access rule that refused the request (`routes[2].allow.groups`): a config path, no claim value. */
+  readonly rule?: string | undefined
   readonly retryUrl?: string | undefined
 }
 
@@ -25,6 +27,7 @@ export function renderErrorPage(p: ErrorPage): string {
     p.providerDescription === undefined || p.providerDescription === ''
       ? ''
       : `<p>Its explanation: <q>${escapeHtml(p.providerDescription)}</q></p>\n`
+  const rule = p.rule === undefined ? '' : `<p>Rule: <code>${escapeHtml(p.rule)}</code> (your administrator can tell you how to get access)</p>\n`
   const retry = p.retryUrl === undefined ? '' : `<p><a href="${escapeHtml(p.retryUrl)}">Try again</a></p>`
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -33,7 +36,7 @@ export function renderErrorPage(p: ErrorPage): string {
 </head><body>
 <h1>${escapeHtml(p.title)}</h1>
 <p>${escapeHtml(p.message)}</p>
-${provider}${description}${retry}
+${provider}${description}${rule}${retry}
 <p><small>Error ${escapeHtml(p.code)} · status ${p.status} · request ${escapeHtml(p.requestId)}</small></p>
 </body></html>
 `

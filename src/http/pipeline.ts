@@ -7,7 +7,10 @@ import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
 import type { LoadedSession } from '../session/store.ts'
 import type { Runtime } from '../runtime.ts'
 import { clearSessionCookieLines, setSessionLines, staleChunkLines } from './cookies.ts'
-import { answer, errorAnswer, forbidden, redirectTo, unauthenticated, type Decision, type Note, type ResponseHeaders } from './decision.ts'
+import { answer, bearerAnswer, challengeHeader, errorAnswer, forbidden, redirectTo, unauthenticated, type ChallengeParams, type Decision, type Extras, type Note, type ResponseHeaders } from './decision.ts'
+import type { Verdict } from '../policy/access.ts'
+import type { Identity } from '../policy/identity.ts'
+import { bearerTokenOf } from '../oidc/bearer.ts'
 import type { RequestFacts } from './facts.ts'
 import { allowPairs, CHECK_LABEL, originalRoute } from './forward-auth.ts'
 import { isBrowserNavigation, wantsHtml } from './negotiate.ts'
@@ -22,16 +25,19 @@ import { upstreamHeaders } from './upstream-headers.ts'
  *   1. strip what a client must not send (every route, public ones included)
  *   2. the request being judged: its normalized path (else 400) and route (else 404); for the
  *      forward-auth check, the original request from `X-Original-URL` when a trusted proxy sent it
- *   3. a public route is forwarded as it is
- *   4. authenticate: session cookie → store → not revoked; freshen: the JWT access token verified,
+ *   3. a public route is forwarded as it is; so is a CORS preflight on a route with `allowPreflight`
+ *      (without any identity)
+ *   4. authenticate: on a bearer route, `Authorization: Bearer <JWT>` (verified, never a redirect);
+ *      else the session cookie → store → not revoked; freshen: the JWT access token verified,
  *      refreshed when it expires within `session.refreshAhead` (single-flight), the idle clock moved
  *      at most once a minute, a cookie sealed with an older secret re-sealed; every new state is
  *      written once per cookie value and window, and its cookie set on the answer
- *   5. no session: browser navigation → 302 to {prefix}/start; anything else → 401 JSON; while the
- *      provider is unreachable, 503
- *   6. forward, with the identity headers injected
- * Per-route access rules and step-up (step 4 of the product's pipeline) come with a later issue, as
- * steps here.
+ *      then authorize (`policy/access.ts`): the route's allow rule (else `access.defaultAllow`) and
+ *      step-up requirements: allowed, denied (403 naming the rule), or step-up (login again with
+ *      `acr_values` / `max_age` / `prompt=login`; the session keeps serving other routes)
+ *   5. no session: browser navigation → 302 to {prefix}/start (or the sign-in page); anything else →
+ *      401 JSON (an RFC 6750 challenge on bearer routes); while the provider is unreachable, 503
+ *   6. forward, with the identity headers (and the signed assertion) injected
  *
  * `mode` is `proxy` for a proxied request, `check` for the forward-auth check (`{prefix}/auth`),
  * where the same verdicts are answered as nginx's `auth_request` takes them: 200 / 401 / 403.
@@ -80,23 +86,33 @@ export const decide: Decide = async (rt, facts, mode) => {
       route = original
     }
 
-    // 3. public
-    if (route?.public === true) return allow(rt, facts, mode, route, null, null, [], label, notes)
+    // 3. public; a CORS preflight where the route lets it through (no session, no identity)
+    if (route?.public === true) return await allow(rt, facts, mode, route, NOBODY, setCookie, label, notes)
+    if (route !== null && route.allowPreflight && mode === 'proxy' && isPreflight(facts)) return await allow(rt, facts, mode, route, PREFLIGHT, setCookie, label, notes)
 
-    // 4. authenticate
+    // 4. authenticate: a bearer token where the route takes one (never a redirect), else the session
+    const token = route?.bearer === true ? bearerTokenOf(facts.headers.authorization) : null
+    if (token !== null) return await bearerRequest(rt, facts, mode, route as Route, token, label, notes)
     const found = await authenticate(rt, facts, notes)
     setCookie = found.setCookie
     session = found.loaded?.session ?? null
-    if (session !== null) return allow(rt, facts, mode, route, session, found.loaded?.value ?? null, setCookie, label, notes)
+    if (session !== null) {
+      // 4b. authorize: the route's allow rule and step-up requirements (a check without an original
+      // URL: access.defaultAllow)
+      const verdict = (route?.policy ?? rt.defaultPolicy).judge({ sub: session.sub, claims: session.claims, authTime: session.authTime }, facts.now)
+      const who: Admitted = { session, identity: { sub: session.sub, claims: session.claims }, sessionValue: found.loaded?.value ?? null, anonymous: false }
+      if (verdict.kind === 'allow') return await allow(rt, facts, mode, route, who, setCookie, label, notes)
+      return refuse(rt, facts, mode, route, verdict, false, setCookie, { label, route, session, notes })
+    }
 
     // 5. no session
     if (mode === 'check') return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
     // Login needs the provider: while it is unreachable, say so (503) instead of starting a login.
     if (!rt.provider.ready) rt.provider.get() // throws NOT_READY
-    if (isBrowserNavigation(facts)) {
-      const start = new URL(`${rt.prefix}/start`, rt.publicUrl)
-      start.searchParams.set('rd', facts.target)
-      return redirectTo(start.href, facts.requestId, setCookie, { label, route, session, notes })
+    if (isBrowserNavigation(facts)) return redirectTo(loginUrl(rt, route, facts.target, false), facts.requestId, setCookie, { label, route, session, notes })
+    if (route?.bearer === true) {
+      // RFC 6750 §3.1: no credentials, no error code; where to get a token instead.
+      return bearerAnswer(401, challenge(rt, route, {}), 'UNAUTHENTICATED', 'Authentication required.', undefined, facts.requestId, setCookie, { label, route, session, notes })
     }
     return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
   } catch (err) {
@@ -108,6 +124,88 @@ export const decide: Decide = async (rt, facts, mode) => {
     if (facts.path !== null) retry.searchParams.set('rd', facts.target)
     return errorAnswer(err, wantsHtml(facts.headers), facts.requestId, retry.href, setCookie, extras)
   }
+}
+
+/** Who an allowed request is forwarded as. */
+interface Admitted {
+  readonly session: Session | null
+  readonly identity: Identity | null
+  /** The cookie value that holds `session`. */
+  readonly sessionValue: string | null
+  /** A CORS preflight on a protected route: forwarded without any identity header. */
+  readonly anonymous: boolean
+}
+const NOBODY: Admitted = { session: null, identity: null, sessionValue: null, anonymous: false }
+const PREFLIGHT: Admitted = { session: null, identity: null, sessionValue: null, anonymous: true }
+
+/** A CORS preflight (Fetch standard): OPTIONS with `Origin` and `Access-Control-Request-Method`. */
+function isPreflight(facts: RequestFacts): boolean {
+  const h = facts.headers
+  return facts.method === 'OPTIONS' && typeof h.origin === 'string' && typeof h['access-control-request-method'] === 'string'
+}
+
+/**
+ * Where a browser without the login a route needs is sent: `{prefix}/start` (which picks the route's
+ * login parameters and step-up from `rd`), or the sign-in page (`provider.signInPage`) for a first
+ * login on a route whose loginParams do not already pick the organization or connection.
+ */
+function loginUrl(rt: Runtime, route: Route | null, target: string, stepUp: boolean): string {
+  const picked = route !== null && (route.loginParams.organization_id !== undefined || route.loginParams.connection_id !== undefined)
+  const page = rt.config.provider.signInPage && !stepUp && !picked ? 'sign_in' : 'start'
+  const url = new URL(`${rt.prefix}/${page}`, rt.publicUrl)
+  url.searchParams.set('rd', target)
+  return url.href
+}
+
+/**
+ * A signed-in request the route's rules refuse: a denial is a 403 naming the rule (HTML page or
+ * JSON); a step-up is a login again for a browser navigation and a 401 otherwise (RFC 9470
+ * `insufficient_user_authentication`); the forward-auth check answers 403 / 401. The session is kept:
+ * it still serves the routes it meets.
+ */
+function refuse(rt: Runtime, facts: RequestFacts, mode: Mode, route: Route | null, verdict: Exclude<Verdict, { kind: 'allow' }>, bearer: boolean, setCookie: readonly string[], extras: Extras): Decision {
+  if (verdict.kind === 'deny') {
+    const err = new PortcullisError('ACCESS_DENIED', verdict.reason, { details: { rule: verdict.rule } })
+    if (bearer && route !== null) {
+      return bearerAnswer(403, challenge(rt, route, { error: 'insufficient_scope', description: `${verdict.reason} (${verdict.rule})` }), 'ACCESS_DENIED', verdict.reason, verdict.rule, facts.requestId, setCookie, { ...extras, error: err })
+    }
+    if (mode === 'check') return { ...forbidden(verdict.reason, facts.requestId, extras, verdict.rule), error: err }
+    return errorAnswer(err, wantsHtml(facts.headers), facts.requestId, loginUrl(rt, route, facts.target, true), setCookie, extras)
+  }
+  if (mode === 'check') return { ...unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, extras), kind: 'step-up' }
+  if (!bearer && isBrowserNavigation(facts)) return { ...redirectTo(loginUrl(rt, route, facts.target, true), facts.requestId, setCookie, extras), kind: 'step-up' }
+  const stepUp: ChallengeParams = { error: 'insufficient_user_authentication', description: verdict.reason }
+  if (verdict.params.acr_values !== undefined) stepUp.acrValues = verdict.params.acr_values
+  if (verdict.params.max_age !== undefined) stepUp.maxAge = verdict.params.max_age
+  const header = route !== null ? challenge(rt, route, stepUp) : challengeHeader(rt.publicUrl.host, stepUp)
+  return { ...bearerAnswer(401, header, 'STEP_UP_REQUIRED', verdict.reason, verdict.rule, facts.requestId, setCookie, extras), kind: 'step-up' }
+}
+
+/** The route's `WWW-Authenticate` challenge: its scopes and, for a resource, where its metadata is. */
+function challenge(rt: Runtime, route: Route, params: ChallengeParams): string {
+  const withRoute: ChallengeParams = { ...params }
+  if (route.policy.requiredScopes.length > 0) withRoute.scope = route.policy.requiredScopes.join(' ')
+  if (route.resourceMetadata !== '') withRoute.resourceMetadata = route.resourceMetadata
+  return challengeHeader(rt.publicUrl.host, withRoute)
+}
+
+/**
+ * Step 4 for a request with `Authorization: Bearer` on a bearer route: the token verified (never a
+ * redirect, whatever the client accepts), then the same access rules as a session, plus the route's
+ * required scopes. Failures are RFC 6750 challenges: 401 `invalid_token`, 403 `insufficient_scope`.
+ */
+async function bearerRequest(rt: Runtime, facts: RequestFacts, mode: Mode, route: Route, token: string, label: string, notes: Note[]): Promise<Decision> {
+  const extras: Extras = { label, route, session: null, notes }
+  const result = await rt.bearer.verify(token, route.audiences)
+  if (result.status === 'unavailable') throw new PortcullisError('IDP_UNAVAILABLE', 'The keys to verify the token could not be fetched. Try again shortly.')
+  if (result.status === 'invalid') {
+    const err = new PortcullisError('TOKEN_INVALID', result.description)
+    return bearerAnswer(401, challenge(rt, route, { error: 'invalid_token', description: result.description }), 'TOKEN_INVALID', result.description, undefined, facts.requestId, NONE, { ...extras, error: err })
+  }
+  const subject = result.subject
+  const verdict = route.policy.judge(subject, facts.now)
+  if (verdict.kind !== 'allow') return refuse(rt, facts, mode, route, verdict, true, NONE, extras)
+  return allow(rt, facts, mode, route, { session: null, identity: subject, sessionValue: null, anonymous: false }, NONE, label, notes)
 }
 
 /** A WebSocket opening handshake (RFC 6455 §4.1): GET, `Upgrade: websocket`, a key and a version. */
@@ -136,26 +234,18 @@ export function screenRequest(rt: Runtime, facts: Pick<RequestFacts, 'headers' |
 }
 
 /** Step 6: what an allowed request becomes: forwarded upstream, or the check's 200. */
-function allow(
-  rt: Runtime,
-  facts: RequestFacts,
-  mode: Mode,
-  route: Route | null,
-  session: Session | null,
-  sessionValue: string | null,
-  setCookie: readonly string[],
-  label: string,
-  notes: Note[],
-): Decision {
+async function allow(rt: Runtime, facts: RequestFacts, mode: Mode, route: Route | null, who: Admitted, setCookie: readonly string[], label: string, notes: Note[]): Promise<Decision> {
+  const { session, identity, sessionValue } = who
   const extras = { label, route, session, notes }
   if (mode === 'check') {
-    const headers = [...allowPairs(rt, session), 'x-request-id', facts.requestId]
+    const headers = [...allowPairs(rt, identity, session), 'x-request-id', facts.requestId]
     for (const line of setCookie) headers.push('set-cookie', line)
     return answer('forward', 200, headers, '', extras)
   }
   const to = route as Route
-  const identity = session === null ? null : { sub: session.sub, claims: session.claims }
-  const upstream = upstreamHeaders(rt, { route: to, identity, session, peer: facts.peer, requestId: facts.requestId }, { ...facts.headers })
+  // The signed assertion, kept per identity and upstream until close to its expiry (not signed per request).
+  const assertion = identity !== null && rt.assertions !== null ? await rt.assertions.token(identity, to.upstreamOrigin) : null
+  const upstream = upstreamHeaders(rt, { route: to, identity, session, peer: facts.peer, requestId: facts.requestId, anonymous: who.anonymous, assertion }, { ...facts.headers })
   if (facts.upgrade) {
     // A WebSocket handshake: the upgrade itself is what is forwarded (its hop-by-hop headers were
     // dropped with the rest above).

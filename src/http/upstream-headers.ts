@@ -30,7 +30,12 @@ export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingH
   const cookie = removeCookies(headers.cookie, rt.isOwnCookie)
   if (cookie === undefined) delete headers.cookie
   else headers.cookie = cookie
-  if (!to.route.public) {
+  // With passAuthorizationHeader the app takes Authorization as Portcullis's: never the client's.
+  if (rt.config.identity.passAuthorizationHeader) delete headers.authorization
+  if (to.anonymous) {
+    // A CORS preflight let through without a session: no credentials, no identity (not even empty).
+    delete headers.authorization
+  } else if (!to.route.public) {
     // The client's own credentials are not the app's business on a route Portcullis authenticates:
     // the app would otherwise see a bearer token or Basic password nobody verified next to our
     // identity headers. `routes[].passClientAuthorization` keeps it for apps that check their own.
@@ -47,6 +52,7 @@ export function upstreamHeaders(rt: Runtime, to: ForwardedAs, headers: IncomingH
   headers['x-forwarded-proto'] = rt.publicUrl.protocol.slice(0, -1)
   headers['x-forwarded-host'] = rt.publicUrl.host
   headers['x-request-id'] = to.requestId
+  if (to.assertion !== null) headers['x-portcullis-assertion'] = to.assertion
   return headers
 }
 
@@ -58,10 +64,14 @@ export interface ForwardedAs {
   /** The TCP peer's address. */
   readonly peer: string
   readonly requestId: string
+  /** Forwarded without authentication on a protected route (a CORS preflight): no identity headers. */
+  readonly anonymous: boolean
+  /** The signed identity assertion (`identity.assertion`), or null. */
+  readonly assertion: string | null
 }
 
 /** The headers `upstreamHeaders` sets itself, normalized. */
-const SET_HERE: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'])
+const SET_HERE: ReadonlySet<string> = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'x-portcullis-assertion'])
 
 /**
  * Request headers never passed to an upstream (names as Node delivers them: lower-case):

@@ -22,12 +22,18 @@ export interface BeginLoginInput {
   readonly authorizeParams: Readonly<Record<string, string>>
   /** Hint parameters from the caller, already filtered through `provider.hintParams`. */
   readonly hints: Readonly<Record<string, string>>
+  /**
+   * The parameters of the route the login is for (`routes[].loginParams`, and `acr_values`, `max_age`,
+   * `prompt` from its step-up requirements): they win over hints and `provider.authorizeParams`.
+   */
+  readonly routeParams?: Readonly<Record<string, string>>
   readonly now: number
 }
 
 /**
- * Begin a login: fresh state, nonce and PKCE (S256) verifier; the authorization URL with the static
- * and allow-listed hint parameters. A hint can never override a protocol or static parameter.
+ * Begin a login: fresh state, nonce and PKCE (S256) verifier; the authorization URL with the static,
+ * route and allow-listed hint parameters. A hint can never override a protocol, static or route
+ * parameter (a caller's `prompt=none` cannot undo a step-up's `prompt=login`).
  */
 export async function beginLogin(oidc: OidcClient, input: BeginLoginInput): Promise<{ url: URL; transaction: LoginTransaction }> {
   const verifier = client.randomPKCECodeVerifier()
@@ -38,6 +44,7 @@ export async function beginLogin(oidc: OidcClient, input: BeginLoginInput): Prom
   const params: Record<string, string> = {
     ...input.hints,
     ...input.authorizeParams,
+    ...input.routeParams,
     response_type: 'code',
     redirect_uri: oidc.redirectUri,
     scope: input.scopes.join(' '),

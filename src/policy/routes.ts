@@ -32,8 +32,12 @@ export interface Route {
   readonly audiences: readonly string[]
   /** RFC 9728 resource identifier, or '' when the route has none. */
   readonly resource: string
+  /** Its protected-resource metadata URL (RFC 9728 §3.1: the well-known path before the resource's path), or ''. */
+  readonly resourceMetadata: string
   /** CORS preflights are forwarded without a session (and without identity). */
   readonly allowPreflight: boolean
+  /** Extra authorize parameters of logins for this route (`routes[].loginParams`). */
+  readonly loginParams: Readonly<Record<string, string>>
 }
 
 export interface RouteTable {
@@ -93,6 +97,16 @@ export function foldPath(path: string): string {
 const FOLDABLE = /(?:\.|%20| )(?:\/|$)/
 const TRAILING_DOTS_SPACES = /(?:\.|%20| )+(?=\/|$)/g
 
+/**
+ * RFC 9728 §3.1: `https://api.example/mcp` → `https://api.example/.well-known/oauth-protected-resource/mcp`
+ * (a resource at its origin's root: no suffix).
+ */
+export function resourceMetadataUrl(resource: string): string {
+  const u = new URL(resource)
+  const path = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '')
+  return `${u.origin}/.well-known/oauth-protected-resource${path}`
+}
+
 /** Access settings of a config without an `access` section: its defaults. */
 export const DEFAULT_ACCESS: AccessConfig = { groupsClaim: 'groups', rolesClaim: 'roles', organizationClaim: 'org_id', mfaAmrValues: ['mfa', 'otp', 'hwk'], mfaAcrValues: [] }
 
@@ -116,7 +130,9 @@ export function compileRoutes(configs: readonly RouteConfig[], access: AccessCon
       bearer: c.bearer,
       audiences: c.resource !== undefined ? [c.resource] : c.audience !== '' ? [c.audience] : clientId === '' ? [] : [clientId],
       resource: c.resource ?? '',
+      resourceMetadata: c.resource === undefined ? '' : resourceMetadataUrl(c.resource),
       allowPreflight: c.allowPreflight,
+      loginParams: c.loginParams,
     }
   })
   const byLongest = (a: Route, b: Route) => b.pathPrefix.length - a.pathPrefix.length

@@ -11,6 +11,7 @@ import { clearTransactionCookie, putCookies, sessionCookieLines } from '../cooki
 import { readSessionCookie } from '../credentials.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
+import { routeOf } from '../route-of.ts'
 
 /**
  * GET {prefix}/callback: the provider's answer. An `error` is shown as a page with the provider's
@@ -65,6 +66,18 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): v
         request.portcullis.logFields = { ...request.portcullis.logFields, problem: formatDiagnosis(err.diagnosis) }
       }
       throw err
+    }
+    // A login for a route with step-up requirements must have met them: the provider's acr, amr and
+    // auth_time are checked, not trusted to follow acr_values or max_age (a user can strip those from
+    // the authorize URL). Refused here, not at rd: going there would start the same login again (a
+    // loop). The browser's earlier session, if any, is left as it was: it still serves other routes.
+    const route = routeOf(rt, tx.rd)
+    if (route !== null && !route.public) {
+      const authTime = typeof tokens.claims.auth_time === 'number' ? tokens.claims.auth_time * 1000 : undefined
+      const verdict = route.policy.judge({ sub: String(tokens.claims.sub), claims: tokens.claims, authTime }, now)
+      if (verdict.kind === 'step-up') {
+        throw new PortcullisError('STEP_UP_FAILED', `${verdict.reason} The sign-in did not provide it.`, { details: { rule: verdict.rule } })
+      }
     }
     // A new login never continues an old session (no fixation): forget whatever the browser had.
     const previous = readSessionCookie(request, rt.sessionCookie)

@@ -6,6 +6,8 @@ import { isTxCookieName, sealTransaction, transactionsToEvict, txCookieName } fr
 import { clearTransactionCookie, setTransactionCookie } from '../cookies.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
+import { openSession } from '../pipeline.ts'
+import { routeOf } from '../route-of.ts'
 
 const HINT_VALUE = /^[\x20-\x7e]{1,256}$/
 
@@ -28,11 +30,20 @@ export function registerStart(app: FastifyInstance, holder: RuntimeHolder): void
     }
     const oidc = rt.provider.get()
     const now = rt.clock.now()
+    // The route `rd` leads to picks its login parameters and step-up requirements; a session that
+    // falls short of them is asked to sign in again (prompt=login) instead of being reused.
+    const route = routeOf(rt, rd)
+    let routeParams: Record<string, string> = {}
+    if (route !== null && !route.public) {
+      const current = (await openSession(rt, request.headers)).loaded?.session ?? null
+      routeParams = route.policy.loginParams(current === null ? null : { sub: current.sub, claims: current.claims, authTime: current.authTime }, now)
+    }
     const { url, transaction } = await beginLogin(oidc, {
       rd,
       scopes: rt.config.provider.scopes,
       authorizeParams: rt.config.provider.authorizeParams,
       hints,
+      routeParams,
       now,
     })
     const base = rt.config.session.cookieName
