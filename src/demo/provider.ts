@@ -34,12 +34,28 @@ export interface DemoUser {
   name: string
   preferredUsername: string
   groups: string[]
+  /** Roles (the `roles` claim). Default none. */
+  roles?: string[]
+  /** Organization id (the `org_id` claim, as the reference provider sends it). Default none. */
+  orgId?: string
+  /** The `email_verified` claim. Default true. */
+  emailVerified?: boolean
+  /**
+   * A one-time code the login form accepts as a second factor (a demo value, fixed): with it the
+   * login's amr is ["pwd", "otp"] and acr {@link ACR_MFA}; without it ["pwd"] and {@link ACR_PASSWORD}.
+   */
+  otp?: string
 }
+
+/** The acr of a password-only login at the demo provider. */
+export const ACR_PASSWORD = 'urn:portcullis:acr:pwd'
+/** The acr of a login with the one-time code as well. */
+export const ACR_MFA = 'urn:portcullis:acr:mfa'
 
 /**
  * The built-in users. The passwords are demo values, not secrets.
- * alice is in two groups (policy allow-lists), bob in one, carol in none and in another e-mail domain
- * (domain allow-lists).
+ * alice is in two groups with the admin role and has a one-time code (MFA), bob is in one group, carol
+ * in none, in another e-mail domain and organization, with an unverified e-mail (access rules).
  */
 export const DEMO_USERS: DemoUser[] = [
   {
@@ -49,6 +65,9 @@ export const DEMO_USERS: DemoUser[] = [
     name: 'Alice Example',
     preferredUsername: 'alice',
     groups: ['admins', 'engineering'],
+    roles: ['admin'],
+    orgId: 'org_example',
+    otp: '123456',
   },
   {
     id: 'bob',
@@ -57,6 +76,8 @@ export const DEMO_USERS: DemoUser[] = [
     name: 'Bob Example',
     preferredUsername: 'bob',
     groups: ['engineering'],
+    roles: ['viewer'],
+    orgId: 'org_example',
   },
   {
     id: 'carol',
@@ -65,6 +86,8 @@ export const DEMO_USERS: DemoUser[] = [
     name: 'Carol Partner',
     preferredUsername: 'carol',
     groups: [],
+    orgId: 'org_partner',
+    emailVerified: false,
   },
 ]
 
@@ -379,6 +402,8 @@ ${error}<form method="post" action="/interaction/${encodeURIComponent(opts.uid)}
 <input id="login" name="login" type="text" autocomplete="username" autofocus value="${escapeHtml(opts.login)}">
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password">
+<label for="otp">One-time code (if you have one)</label>
+<input id="otp" name="otp" type="text" inputmode="numeric" autocomplete="one-time-code">
 <button type="submit">Sign in</button>
 </form>
 <form method="post" action="/interaction/${encodeURIComponent(opts.uid)}/abort">
@@ -484,10 +509,12 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
   const userClaims = (u: DemoUser): Record<string, unknown> => ({
     sub: u.id,
     email: u.email,
-    email_verified: true,
+    email_verified: u.emailVerified ?? true,
     name: u.name,
     preferred_username: u.preferredUsername,
     groups: [...u.groups],
+    ...(u.roles === undefined ? {} : { roles: [...u.roles] }),
+    ...(u.orgId === undefined ? {} : { org_id: u.orgId }),
   })
 
   // The server must listen before the provider exists (with port 0 the issuer carries the port it
@@ -524,6 +551,8 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: c.tokenEndpointAuthMethod ?? 'client_secret_basic',
+      // auth_time in every ID token, as the reference provider sends it (maxAuthAge needs it).
+      require_auth_time: true,
       ...(c.backchannelLogoutUri
         ? { backchannel_logout_uri: c.backchannelLogoutUri, backchannel_logout_session_required: true }
         : {}),
@@ -532,8 +561,9 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
-      profile: ['name', 'preferred_username', 'groups'],
+      profile: ['name', 'preferred_username', 'groups', 'roles', 'org_id'],
     },
+    acrValues: [ACR_PASSWORD, ACR_MFA],
     // Put the scope-granted claims into the ID token itself, as the reference provider does.
     conformIdTokenClaims: false,
     extraParams: ['organization_id', 'connection_id', 'domain_hint', 'login_hint', 'provider'],
@@ -742,11 +772,19 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
       send(loginPage({ uid: details.uid, clientId, login, error: 'Invalid email or password.' }))
       return
     }
-    log(`login ok: ${user.id}`)
+    // A second factor: the user's one-time code, when given. A wrong one fails the login.
+    const otp = form.get('otp') ?? ''
+    if (otp !== '' && !(user.otp !== undefined && sameSecret(otp, user.otp))) {
+      log(`one-time code refused for ${user.id}`)
+      send(loginPage({ uid: details.uid, clientId, login, error: 'Invalid one-time code.' }))
+      return
+    }
+    const mfa = otp !== ''
+    log(`login ok: ${user.id}${mfa ? ' (with one-time code)' : ''}`)
     await provider.interactionFinished(
       req,
       res,
-      { login: { accountId: user.id, amr: ['pwd'] } },
+      { login: { accountId: user.id, amr: mfa ? ['pwd', 'otp'] : ['pwd'], acr: mfa ? ACR_MFA : ACR_PASSWORD } },
       { mergeWithLastSubmission: false },
     )
   }

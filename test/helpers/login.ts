@@ -26,6 +26,8 @@ export interface LoginOptions {
   startUrl?: string
   /** Portcullis' `server.authPrefix`. Default `/oauth2`. */
   authPrefix?: string
+  /** Also enter this one-time code (a second factor: the demo user's `otp`). Default none. */
+  otp?: string
 }
 
 export interface LoginStep {
@@ -163,7 +165,7 @@ async function drive(
         )
       }
       submitted = true
-      const fields = new URLSearchParams({ ...form.fields, login: user.email, password: user.password })
+      const fields = new URLSearchParams({ ...form.fields, login: user.email, password: user.password, otp: opts.otp ?? '' })
       method = form.method
       url = form.action
       body = fields.toString()

@@ -100,7 +100,7 @@ t.test('embedded provider: discovery, login form, code flow, refresh rotation', 
   const form = parseForm(formPage.body, interactionUrl)
   t.ok(form, 'login page has a form')
   t.equal(form?.method, 'POST')
-  t.same(Object.keys(form?.fields ?? {}).sort(), ['login', 'password'])
+  t.same(Object.keys(form?.fields ?? {}).sort(), ['login', 'otp', 'password'])
   t.equal(form?.fields.login, alice.email, 'login_hint pre-fills the login field')
 
   const wrong = await request(form!.action, {
