@@ -56,7 +56,7 @@ export interface SignInPage {
  */
 const SIGN_IN_STYLE = [
   '*{box-sizing:border-box}',
-  'body{margin:0;font-family:system-ui,sans-serif;font-size:1rem;line-height:1.5;color:#1a1a1a;background:#f3f4f6}',
+  'body{margin:0;font-family:system-ui,sans-serif;font-size:1rem;line-height:1.5;color:#1a1a1a;background:#f3f4f6;padding:0 1rem}',
   'main{max-width:26rem;margin:4rem auto;padding:2rem;background:#fff;border:1px solid #d1d5db;border-radius:8px}',
   'h1{font-size:1.5rem;margin:0 0 .5rem}',
   'p{margin:0 0 1.25rem;color:#4b5563}',
@@ -87,7 +87,7 @@ export function renderSignInPage(p: SignInPage): string {
 </head><body>
 <main>
 <h1>Sign in</h1>
-<p>Enter your e-mail address to continue to your organization's sign-in.</p>
+<p>Enter your e-mail address to continue.</p>
 <form method="get" action="${escapeHtml(p.action)}">
 <label for="login_hint">E-mail address</label>
 <input type="email" id="login_hint" name="login_hint" autocomplete="email" autocapitalize="none" spellcheck="false" maxlength="256" required>
