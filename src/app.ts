@@ -15,6 +15,7 @@ import { createTunnels, type Tunnels } from './http/tunnel.ts'
 import { trackConnections, type ConnectionTracker } from './http/drain.ts'
 import { markExpectsContinue } from './http/execute.ts'
 import { registerStart } from './http/routes/start.ts'
+import { registerSignIn } from './http/routes/sign-in.ts'
 import { registerCallback } from './http/routes/callback.ts'
 import { registerSignOut } from './http/routes/sign-out.ts'
 import { registerUserinfo } from './http/routes/userinfo.ts'
@@ -181,6 +182,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
 
   registerOps(app, holder)
   registerStart(app, holder)
+  registerSignIn(app, holder)
   registerCallback(app, holder)
   registerSignOut(app, holder)
   registerUserinfo(app, holder)

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { PortcullisError } from '../../errors.ts'
 import { beginLogin } from '../../oidc/login.ts'
+import { routeLogin } from '../../policy/login-routing.ts'
 import { validateRedirect } from '../../policy/redirects.ts'
 import { isTxCookieName, sealTransaction, transactionsToEvict, txCookieName } from '../../session/transaction.ts'
 import { clearTransactionCookie, setTransactionCookie } from '../cookies.ts'
@@ -14,6 +15,8 @@ const HINT_VALUE = /^[\x20-\x7e]{1,256}$/
 /**
  * GET {prefix}/start?rd=URL[&hint params]: validate `rd` (off-list → `/`), begin a login, seal its
  * transaction into a cookie named for its state (oldest dropped past the cap), 302 to the provider.
+ * A `login_hint` whose e-mail domain is in `provider.domainRouting` adds that domain's
+ * organization_id / connection_id, unless the query gives them itself.
  */
 export function registerStart(app: FastifyInstance, holder: RuntimeHolder): void {
   const rt0 = holder.current
@@ -21,7 +24,10 @@ export function registerStart(app: FastifyInstance, holder: RuntimeHolder): void
     const rt = request.portcullis.runtime
     const query = readQuery(request.url)
     const rd = validateRedirect(single(query, 'rd'), rt.publicUrl, rt.config.redirects.allowedDomains) ?? new URL('/', rt.publicUrl).href
-    const hints: Record<string, string> = {}
+    // provider.domainRouting reads login_hint whether or not it is forwarded; explicit hints win over it.
+    const loginHint = single(query, 'login_hint')
+    const hints: Record<string, string> =
+      loginHint !== undefined && HINT_VALUE.test(loginHint) ? { ...routeLogin(loginHint, rt.config.provider.domainRouting) } : {}
     for (const name of rt.config.provider.hintParams) {
       const value = single(query, name)
       if (value === undefined) continue
