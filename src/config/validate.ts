@@ -381,6 +381,14 @@ function checkProvider(raw: unknown, issues: ConfigIssue[]): void {
     issues.push({ path: 'provider.scopes', message: 'must include openid (without it the provider sends no ID token)' })
   }
 
+  const social = rawAt(raw, ['provider', 'socialProviders'])
+  if (Array.isArray(social) && social.length > 0) {
+    const hints = parsed(PROVIDER.hintParams, rawAt(raw, ['provider', 'hintParams'])) ?? []
+    if (!hints.includes('provider')) {
+      issues.push({ path: 'provider.socialProviders', message: 'needs "provider" in provider.hintParams: without it the buttons start a plain login' })
+    }
+  }
+
   const params = rawAt(raw, ['provider', 'authorizeParams'])
   if (isPlainObject(params)) {
     const hints = parsed(PROVIDER.hintParams, rawAt(raw, ['provider', 'hintParams'])) ?? []
