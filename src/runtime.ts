@@ -17,7 +17,7 @@ import { BASE_CLAIMS, refreshedSession, type SessionLimits } from './session/mod
 import type { SessionStore } from './session/store.ts'
 import { compileRoutes, type RouteTable } from './policy/routes.ts'
 import { claimsRead, compilePolicy, type RoutePolicy } from './policy/access.ts'
-import type { AssertionSigner } from './policy/assertion.ts'
+import { ASSERTION_BASE_CLAIMS, createAssertionSigner, loadSigningKey, type AssertionSigner } from './policy/assertion.ts'
 import { createBearerVerifier, type BearerVerifier } from './oidc/bearer.ts'
 import { ASYMMETRIC_ALGS } from './oidc/jwks.ts'
 import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
@@ -93,6 +93,8 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   const limits: SessionLimits = { maxAge: config.session.maxAge, idleTimeout: config.session.idleTimeout }
   const sessionKeys = createKeyRing(config.session.secrets, 'session')
   const loginKeys = createKeyRing(config.session.secrets, 'login')
+  // Before the provider connection starts: a bad signing key is refused with nothing left running.
+  const assertions = config.identity.assertion.enabled ? assertionSigner(config, publicUrl, clock, deps.previous) : null
   const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents, clock)
   const cookieName = config.session.cookieName
   const ownPrefix = `${cookieName}_`
@@ -175,7 +177,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
       clock,
     }),
     defaultPolicy: compilePolicy({ id: 'access', require: { mfa: false, acr: [], maxAuthAge: 0 }, loginParams: {}, requiredScopes: [] }, config.access),
-    assertions: null,
+    assertions,
     close: () => provider.stop(),
   }
 }
@@ -191,6 +193,23 @@ export function sessionCookieName(config: Config): string {
   const https = new URL(config.server.publicUrl).protocol === 'https:'
   if (!https || config.session.cookieDomain !== '' || name.startsWith('__Host-') || name.startsWith('__Secure-')) return name
   return `__Host-${name}`
+}
+
+/**
+ * `identity.assertion`'s signer. A reload that leaves `signingKey` as it was keeps the key (a
+ * generated one too: it changes at each start, not at each reload), so upstreams' cached JWKS stay good.
+ */
+function assertionSigner(config: Config, publicUrl: URL, clock: Clock, previous: Runtime | undefined): AssertionSigner {
+  const settings = config.identity.assertion
+  const kept = previous?.assertions ?? null
+  const key = kept !== null && previous?.config.identity.assertion.signingKey === settings.signingKey ? kept.key : loadSigningKey(settings.signingKey)
+  return createAssertionSigner({
+    key,
+    issuer: publicUrl.origin,
+    ttlMs: settings.ttl,
+    claims: [...claimsUsed(config.identity.headers), ...ASSERTION_BASE_CLAIMS],
+    clock,
+  })
 }
 
 function trustedProxyCheck(entries: readonly string[]): (peer: string) => boolean {
