@@ -93,7 +93,15 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   const limits: SessionLimits = { maxAge: config.session.maxAge, idleTimeout: config.session.idleTimeout }
   const sessionKeys = createKeyRing(config.session.secrets, 'session')
   const loginKeys = createKeyRing(config.session.secrets, 'login')
-  // Before the provider connection starts: a bad signing key is refused with nothing left running.
+  // Checks that can refuse the config run before the provider connection starts: a refused config
+  // (a SIGHUP reload) leaves no retry loop running.
+  let postLogoutRedirect: string | null = null
+  if (config.session.postLogoutRedirect !== '') {
+    postLogoutRedirect = validateRedirect(config.session.postLogoutRedirect, publicUrl, config.redirects.allowedDomains)
+    if (postLogoutRedirect === null) {
+      throw new PortcullisError('CONFIG_INVALID', 'session.postLogoutRedirect: must be on server.publicUrl\'s origin or a redirects.allowedDomains entry')
+    }
+  }
   const assertions = config.identity.assertion.enabled ? assertionSigner(config, publicUrl, clock, deps.previous) : null
   const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents, clock)
   const cookieName = config.session.cookieName
@@ -115,13 +123,6 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   // still read it (it is replaced or dropped on the way upstream, `http/upstream-headers.ts`).
   if (config.identity.passAuthorizationHeader && !config.routes.some((r) => r.bearer)) strip.add('Authorization')
   const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers), ...claimsRead(config.access, [config.access.defaultAllow, ...config.routes.map((r) => r.allow)])])
-  let postLogoutRedirect: string | null = null
-  if (config.session.postLogoutRedirect !== '') {
-    postLogoutRedirect = validateRedirect(config.session.postLogoutRedirect, publicUrl, config.redirects.allowedDomains)
-    if (postLogoutRedirect === null) {
-      throw new PortcullisError('CONFIG_INVALID', 'session.postLogoutRedirect: must be on server.publicUrl\'s origin or a redirects.allowedDomains entry')
-    }
-  }
   const refresher = new Refresher(
     async (session) => {
       if (session.refreshToken === undefined) {
