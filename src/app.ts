@@ -22,6 +22,7 @@ import { registerUserinfo } from './http/routes/userinfo.ts'
 import { registerBackchannel } from './http/routes/backchannel.ts'
 import { registerAuthCheck } from './http/routes/auth-check.ts'
 import { registerAssertionJwks } from './http/routes/assertion-jwks.ts'
+import { registerDebug } from './http/routes/debug.ts'
 import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError } from './http/errors.ts'
@@ -190,6 +191,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   registerBackchannel(app, holder)
   registerAuthCheck(app, holder, fastifyLane)
   registerAssertionJwks(app)
+  registerDebug(app, holder)
   app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
     throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
   })

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { buildApp, loggerOptions, safeError, type App } from './app.ts'
-import { createRuntime, probeProvider, type Runtime, type RuntimeDeps } from './runtime.ts'
+import { createRuntime, ExplainInputError, explainWithConfig, formatExplanation, openRouteWarnings, probeProvider, type Runtime, type RuntimeDeps } from './runtime.ts'
 import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
@@ -15,13 +15,16 @@ import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from 
  *   portcullis [run] [--config FILE]   run the proxy (PORTCULLIS_CONFIG names the file too);
  *                                      without any config, run the demo
  *   portcullis check --config FILE     validate, probe the provider, test the client credentials,
- *                                      print what was found
+ *                                      print what was found; warn of routes open to every signed-in user
+ *   portcullis explain --config FILE --url URL [--method M] [--claims JSON] [--bearer] [--json]
+ *                                      how a request would be decided, and why (never asks the provider)
  *   portcullis demo [--port N]         embedded provider + demo upstream + Portcullis on localhost
  * Exit codes: 0 ok, 1 runtime failure (check: provider unreachable or disagreeing), 2 invalid config
  * or usage.
  */
 const USAGE = `usage: portcullis [run] [--config FILE]
        portcullis check --config FILE
+       portcullis explain --config FILE --url URL [--method GET] [--claims JSON] [--bearer] [--json]
        portcullis demo [--port 4180]`
 
 export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
@@ -30,7 +33,18 @@ export async function main(argv: readonly string[], env: Record<string, string |
     parsed = parseArgs({
       args: [...argv],
       allowPositionals: true,
-      options: { config: { type: 'string', short: 'c' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
+      options: {
+        config: { type: 'string', short: 'c' },
+        port: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+        // explain
+        url: { type: 'string' },
+        method: { type: 'string' },
+        claims: { type: 'string' },
+        bearer: { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
     })
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${USAGE}\n`)
@@ -56,6 +70,27 @@ export async function main(argv: readonly string[], env: Record<string, string |
         return 2
       }
       return check(file, env)
+    case 'explain': {
+      if (file === undefined) {
+        process.stderr.write(`portcullis explain needs --config FILE\n${USAGE}\n`)
+        return 2
+      }
+      const v = parsed.values
+      if (v.url === undefined || v.url === '') {
+        process.stderr.write(`portcullis explain needs --url URL (a path such as /admin, or an absolute URL)\n${USAGE}\n`)
+        return 2
+      }
+      const claims = parseClaims(v.claims)
+      if (typeof claims === 'string') {
+        process.stderr.write(`--claims: ${claims}\n`)
+        return 2
+      }
+      if (v.bearer === true && claims === null) {
+        process.stderr.write('--bearer needs --claims (the payload of the token)\n')
+        return 2
+      }
+      return explain(file, env, { url: v.url, method: v.method, claims, bearer: v.bearer === true, json: v.json === true })
+    }
     case 'demo':
       return runDemo(Number(parsed.values.port ?? 4180))
     default:
@@ -255,6 +290,15 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
 async function check(file: string, env: Record<string, string | undefined>): Promise<number> {
   const loaded = load(file, env)
   if (loaded === null) return 2
+  const code = await checkProvider(file, loaded)
+  // After the report, whatever it found: routes any signed-in user may use (a warning, not a failure).
+  const open = openRouteWarnings(loaded.config)
+  for (const w of open) process.stdout.write(`warning: ${w}\n`)
+  return code
+}
+
+/** `portcullis check`'s report: the config, then the provider; its exit code. */
+async function checkProvider(file: string, loaded: { config: Config; warnings: string[] }): Promise<number> {
   const { config } = loaded
   const out = (line: string) => process.stdout.write(`${line}\n`)
   out(`config: ${file} is valid`)
@@ -300,6 +344,44 @@ async function check(file: string, env: Record<string, string | undefined>): Pro
     problem([first, ...causes.map((c) => `because: ${c}`)])
     return 1
   }
+}
+
+/** `--claims`: a JSON object, or what is wrong with it; null when not given. */
+function parseClaims(text: string | undefined): Record<string, unknown> | null | string {
+  if (text === undefined) return null
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    return `not valid JSON (${(err as Error).message}); give the signed-in user's claims as an object, e.g. '{"sub":"alice","groups":["admins"]}'`
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'must be a JSON object of claims, e.g. \'{"sub":"alice","groups":["admins"]}\''
+  return value as Record<string, unknown>
+}
+
+/**
+ * `portcullis explain`: how the config's pipeline decides one request, and why, from the config
+ * alone (the provider is never asked). 0 with the report, 2 for an invalid config or request.
+ */
+function explain(
+  file: string,
+  env: Record<string, string | undefined>,
+  opts: { url: string; method: string | undefined; claims: Record<string, unknown> | null; bearer: boolean; json: boolean },
+): number {
+  const loaded = load(file, env)
+  if (loaded === null) return 2
+  let explanation
+  try {
+    explanation = explainWithConfig(loaded.config, { url: opts.url, method: opts.method, claims: opts.claims, bearer: opts.bearer, now: Date.now() })
+  } catch (err) {
+    if (err instanceof ExplainInputError) {
+      process.stderr.write(`--${err.field}: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  process.stdout.write(opts.json ? `${JSON.stringify(explanation, null, 2)}\n` : formatExplanation(explanation))
+  return 0
 }
 
 /** `problem: <first>` and each further line indented, on stderr. */

@@ -16,6 +16,7 @@ import { createCookieStore } from './session/cookie-store.ts'
 import { BASE_CLAIMS, refreshedSession, type SessionLimits } from './session/model.ts'
 import type { SessionStore } from './session/store.ts'
 import { compileRoutes, type RouteTable } from './policy/routes.ts'
+import { explainRequest, explainSettingsOf, openRouteWarning, type ExplainInput, type Explanation } from './policy/explain.ts'
 import { claimsRead, compilePolicy, type RoutePolicy } from './policy/access.ts'
 import { ASSERTION_BASE_CLAIMS, createAssertionSigner, loadSigningKey, type AssertionSigner } from './policy/assertion.ts'
 import { createBearerVerifier, type BearerVerifier } from './oidc/bearer.ts'
@@ -159,7 +160,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     loginKeys,
     sessions,
     limits,
-    routes: compileRoutes(config.routes, config.access, config.provider.clientId),
+    routes: compileRouteTable(config),
     screen: compileHeaderScreen({ names: strip, prefixes: stripPrefixes, dropUnderscore: !config.server.allowUnderscoreHeaders }),
     identityHeaders: compileIdentityHeaders(config.identity.headers),
     keepClaims,
@@ -227,6 +228,28 @@ function trustedProxyCheck(entries: readonly string[]): (peer: string) => boolea
     const addr = peer.startsWith('::ffff:') ? peer.slice(7) : peer
     return list.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4')
   }
+}
+
+/** The route table of a validated config (access rules compiled; bearer audiences default to the client id). */
+export function compileRouteTable(config: Config): RouteTable {
+  return compileRoutes(config.routes, config.access, config.provider.clientId)
+}
+
+export { ExplainInputError, formatExplanation, type Explanation } from './policy/explain.ts'
+
+/**
+ * `portcullis explain`: the explanation of one request under a validated config, from its route
+ * table alone (no provider, no runtime). `{prefix}/debug` explains with the running runtime's table.
+ */
+export function explainWithConfig(config: Config, request: Omit<ExplainInput, 'routes' | 'settings'>): Explanation {
+  return explainRequest({ ...request, routes: compileRouteTable(config), settings: explainSettingsOf(config) })
+}
+
+/** `portcullis check`: one warning per non-public route that admits every signed-in user. */
+export function openRouteWarnings(config: Config): string[] {
+  return compileRouteTable(config)
+    .routes.map(openRouteWarning)
+    .filter((w): w is string => w !== null)
 }
 
 /** `portcullis check`: connect to the provider once (discovery + JWKS) for a validated config. */

@@ -200,7 +200,7 @@ const server = z.strictObject({
   debug: z
     .boolean()
     .default(false)
-    .describe('Serve {prefix}/debug (the pipeline\'s explanation of the current request) to peers in server.trustedProxies and loopback'),
+    .describe('Serve {prefix}/debug?url= (the pipeline\'s explanation of that request, with the caller\'s session) to loopback peers and server.trustedProxies; others get 404'),
 })
 
 const endpoints = z.strictObject({

@@ -160,3 +160,50 @@ export function normalizePath(rawPath: string): string | null {
   if (trailing && segments.length > 0) result += '/'
   return result === rawPath ? rawPath : result
 }
+
+/**
+ * Why `normalizePath` refuses a raw path, in words for the operator (`portcullis explain`,
+ * `{prefix}/debug`); null when it does not refuse it. A diagnosis only, run after a refusal: the
+ * request path never calls it. It walks the path the way `normalizePath` does and names the first
+ * rule it breaks.
+ */
+export function whyPathRejected(rawPath: string): string | null {
+  if (normalizePath(rawPath) !== null) return null
+  if (rawPath.length === 0 || rawPath.charCodeAt(0) !== SLASH) return 'it does not start with "/"'
+  if (rawPath.length > MAX_PATH_LENGTH) return `it is longer than ${MAX_PATH_LENGTH} characters`
+  for (let i = 0; i < rawPath.length; i++) {
+    const c = rawPath.charCodeAt(i)
+    if (c === BACKSLASH) return 'it holds a backslash (read as "/" by some servers)'
+    if (c === HASH) return 'it holds "#" (a fragment is never sent; a server that cuts the path there sees another one)'
+    if (isForbiddenRaw(c)) return `it holds a control character or a space (0x${c.toString(16).padStart(2, '0')})`
+  }
+  let depth = 0
+  for (const segment of rawPath.slice(1).split('/')) {
+    let decoded = ''
+    for (let i = 0; i < segment.length; i++) {
+      if (segment[i] !== '%') {
+        decoded += segment[i]
+        continue
+      }
+      const escape = segment.slice(i, i + 3)
+      const hi = hexValue(segment.charCodeAt(i + 1))
+      const lo = i + 2 < segment.length ? hexValue(segment.charCodeAt(i + 2)) : -1
+      if (hi < 0 || lo < 0) return `it holds an invalid percent-escape ("${escape}")`
+      const byte = hi * 16 + lo
+      if (byte === SLASH) return `it holds an encoded slash ("${escape}"), which a server may decode after routing`
+      if (byte === BACKSLASH) return `it holds an encoded backslash ("${escape}")`
+      if (byte < SPACE || byte === DEL) return `it holds an encoded control character ("${escape}")`
+      decoded += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX_UPPER[hi]}${HEX_UPPER[lo]}`
+      i += 2
+    }
+    if (decoded === '..') {
+      if (depth === 0) return 'its ".." segments climb above "/"'
+      depth--
+    } else if (isDotSegmentWithParams(decoded)) {
+      return `it has a dot segment with ;parameters ("${decoded}"), which servers that drop ;parameters first resolve differently`
+    } else if (decoded !== '' && decoded !== '.') {
+      depth++
+    }
+  }
+  return 'it cannot be normalized safely'
+}

@@ -43,7 +43,80 @@ export interface Route {
 export interface RouteTable {
   /** The route for this Host header and normalized path; null when none matches. */
   match(host: string | undefined, path: string): Route | null
+  /**
+   * `match` step by step, for explanations (`policy/explain.ts`): the route the longest-prefix rule
+   * found, the one the case-folding guard made of it, and where it was found. Not for the request
+   * path: `match` allocates nothing.
+   */
+  trace(host: string | undefined, path: string): MatchTrace
   readonly routes: readonly Route[]
+}
+
+/** How `match` arrived at its answer (`RouteTable.trace`). */
+export interface MatchTrace {
+  /** The first route whose host and prefix fit (longest prefix first), before the case-folding guard. */
+  readonly hit: Route | null
+  /** What `match` answers: `hit`, or the longer protected route the guard chose instead of a public hit. */
+  readonly chosen: Route | null
+  /**
+   * Where `hit` was found: among the routes naming the request's host with its port (`exact`; the
+   * same as without when it has none), naming the host without the port (`portless`), or host-less
+   * routes (`any`); null when nothing fits.
+   */
+  readonly from: 'exact' | 'portless' | 'any' | null
+  /** The Host header is not a plain host while some route names a host: no route is chosen. */
+  readonly unusableHost: boolean
+}
+
+/** How a request's Host fits one route's `match.host` (`routeFit`). */
+export type HostFit = 'exact' | 'portless' | 'any' | 'other' | 'unusable'
+
+/** Whether one route fits a request, and why (`routeFit`). */
+export interface RouteFit {
+  /**
+   * `exact`: the route names the request's host (and port, when the request gives one); `portless`:
+   * it names the host without the request's port; `any`: it names no host; `other`: another host,
+   * or the request has no Host header; `unusable`: the Host header is not a plain host.
+   */
+  readonly host: HostFit
+  /** The path the prefix is compared with: `;params` removed, folded for a case-insensitive route. */
+  readonly path: string
+  /** The prefix compared (folded for a case-insensitive route). */
+  readonly prefix: string
+  /** The prefix matches that path on a segment boundary. */
+  readonly prefixMatches: boolean
+  /**
+   * A protected route whose prefix matches the path once both are folded: what the case-folding
+   * guard tests when a public route matched with a shorter prefix. False for public routes.
+   */
+  readonly guardMatches: boolean
+}
+
+/**
+ * Whether one route, taken alone, fits a Host header and a normalized path, with the pieces the
+ * answer rests on (the same tests `match` runs, on the same helpers). Which fitting route wins is the
+ * table's business (`RouteTable.match`, `RouteTable.trace`).
+ */
+export function routeFit(route: Route, host: string | undefined, path: string): RouteFit {
+  const p = matchPath(path)
+  const compared = route.caseInsensitive ? foldPath(p) : p
+  const prefix = route.caseInsensitive ? foldPath(route.pathPrefix) : route.pathPrefix
+  return {
+    host: hostFit(route.host, host),
+    path: compared,
+    prefix,
+    prefixMatches: prefixMatches(prefix, compared),
+    guardMatches: !route.public && prefixMatches(foldPath(route.pathPrefix), foldPath(p)),
+  }
+}
+
+function hostFit(routeHost: string, host: string | undefined): HostFit {
+  if (routeHost === '') return 'any'
+  if (host === undefined) return 'other'
+  const h = normalizeHost(host)
+  if (h === null) return 'unusable'
+  if (h === routeHost) return 'exact'
+  return h.replace(/:\d+$/, '') === routeHost ? 'portless' : 'other'
 }
 
 const HOST_HEADER = /^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::(\d{1,5}))?$/
@@ -195,6 +268,23 @@ export function compileRoutes(configs: readonly RouteConfig[], access: AccessCon
       }
       const hit = first(anyHost, path, fold)
       return hit !== null && hit.public ? guarded(hit, [anyHost], path) : hit
+    },
+    // `match`, step for step, keeping what it learns on the way (test/unit/policy/explain.test.ts
+    // holds the two to the same answers).
+    trace(host, rawPath) {
+      const path = matchPath(rawPath)
+      const fold = anyFolded ? foldPath(path) : path
+      if (byHost.size > 0 && host !== undefined) {
+        const h = normalizeHost(host)
+        if (h === null) return { hit: null, chosen: null, from: null, unusableHost: true }
+        const exact = byHost.get(h)
+        const portless = byHost.get(h.replace(/:\d+$/, ''))
+        const onHost = first(exact, path, fold)
+        const hit = onHost ?? first(portless, path, fold)
+        if (hit !== null) return { hit, chosen: hit.public ? guarded(hit, [exact, portless], path) : hit, from: onHost !== null ? 'exact' : 'portless', unusableHost: false }
+      }
+      const hit = first(anyHost, path, fold)
+      return { hit, chosen: hit !== null && hit.public ? guarded(hit, [anyHost], path) : hit, from: hit === null ? null : 'any', unusableHost: false }
     },
   }
 }

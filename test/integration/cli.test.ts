@@ -91,7 +91,12 @@ t.test('portcullis check reports what the provider offers', async (t) => {
   t.match(ok.stdout, /redirect URI to register at the provider: http:\/\/127\.0\.0\.1:1\/oauth2\/callback/)
   t.match(ok.stdout, /client authentication: ok \(the client authenticated \(client_secret_basic\)/, 'the client credentials were tested')
   t.match(ok.stdout, `url: ${provider.issuer}/oauth/token; answer: HTTP 400 invalid_grant`, 'by a code exchange the provider refused for its code only')
-  t.match(ok.stdout, /\nok\n$/)
+  t.match(ok.stdout, /\nok\n/)
+  t.match(
+    ok.stdout,
+    /\nok\nwarning: routes\[0\] \(any host \/\): admits every signed-in user — add routes\[0\]\.allow or access\.defaultAllow\n$/,
+    'after the report: the route every signed-in user may use',
+  )
   t.equal(
     provider.requests.filter((r) => r.method === 'POST' && r.path === '/oauth/token' && r.grantType === 'authorization_code').length,
     1,
@@ -127,6 +132,7 @@ t.test('portcullis check reports what the provider offers', async (t) => {
   t.match(down.stderr, /problem: .*could not be reached/)
   t.match(down.stderr, `url: ${downUrl}/.well-known/openid-configuration\n`, 'names the URL')
   t.match(down.stderr, 'answer: no HTTP answer (ECONNREFUSED)', 'and that nothing answered')
+  t.match(down.stdout, 'warning: routes[0] (any host /): admits every signed-in user', 'the open route is listed whatever the provider said')
   noPlaceholder(t, down)
 })
 
@@ -262,4 +268,121 @@ t.test('SIGHUP reloads the config file; a broken file keeps the running config; 
 
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM drains and exits 0')
+})
+
+/** A config for `explain`: its provider is never reachable (explain must not ask it). */
+function explainConfig(dir: string, extra = ''): string {
+  const file = join(dir, 'explain.yaml')
+  writeFileSync(
+    file,
+    `server:\n  publicUrl: https://app.example.com\nprovider:\n  issuer: http://127.0.0.1:1\n  clientId: c\n  clientSecret: s\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\n` +
+      `routes:\n` +
+      `  - match: { pathPrefix: / }\n    upstream: http://127.0.0.1:2\n    public: true\n` +
+      `  - match: { pathPrefix: /admin/ }\n    upstream: http://127.0.0.1:3\n    allow: { groups: [admins] }\n` +
+      `  - match: { host: api.example.com, pathPrefix: /v1 }\n    upstream: http://127.0.0.1:4\n    bearer: true\n    requiredScopes: [read]\n` +
+      extra,
+  )
+  return file
+}
+
+t.test('portcullis explain prints how a request is decided, and why', async (t) => {
+  const file = explainConfig(t.testdir())
+  const bob = await runCli(['explain', '--config', file, '--url', 'https://app.example.com/admin/x?y=1', '--claims', '{"sub":"bob","groups":["users"]}'])
+  t.equal(bob.code, 0, bob.stderr)
+  t.equal(bob.stderr, '')
+  const text = bob.stdout
+  for (const section of ['Request\n', '\nPath\n', '\nRoutes\n', '\nDecision\n']) t.match(text, section, `section ${section.trim()}`)
+  t.match(text, '  GET https://app.example.com/admin/x?y=1\n')
+  t.match(text, '  ✗ routes[0] * / (public) — it fits, but the longer prefix /admin/ (routes[1]) is chosen\n')
+  t.match(text, '  ✓ routes[1] * /admin/ — chosen')
+  t.match(text, "  ✗ routes[2] api.example.com /v1 — host: the route is for api.example.com, the request's host is app.example.com\n")
+  t.match(text, 'denied (403) by routes[1].allow.groups')
+  t.match(text, '  ✗ routes[1].allow.groups: claim groups = ["users"]; allowed: admins\n')
+
+  const anonymous = await runCli(['explain', '--config', file, '--url', '/ADMIN.'])
+  t.equal(anonymous.code, 0, anonymous.stderr)
+  t.match(anonymous.stdout, '✓ routes[1] * /admin/ — chosen by the case-folding guard')
+  t.match(anonymous.stdout, '302 — to https://app.example.com/oauth2/start?rd=%2FADMIN.')
+  t.match(anonymous.stdout, 'any other request: 401')
+
+  const refused = await runCli(['explain', '--config', file, '--url', '/public/%2e%2e/%2e%2e/admin'])
+  t.equal(refused.code, 0, 'an explained refusal is still an explanation')
+  t.match(refused.stdout, 'normalized:     refused: its ".." segments climb above "/"')
+  t.match(refused.stdout, '400 — PATH_REJECTED')
+})
+
+t.test('portcullis explain --json prints the plain data', async (t) => {
+  const file = explainConfig(t.testdir())
+  const res = await runCli(['explain', '--config', file, '--url', 'https://api.example.com/v1/items', '--method', 'post', '--claims', '{"sub":"svc","scope":"read"}', '--bearer', '--json'])
+  t.equal(res.code, 0, res.stderr)
+  const e = JSON.parse(res.stdout) as {
+    request: { method: string; host: string; subject: { kind: string; scopes: string[] } }
+    route: { id: string; bearer: boolean }
+    routes: Array<{ id: string; chosen: boolean; reason: string }>
+    decision: { step: string; outcome: string; conditions: Array<{ rule: string; ok: boolean }> }
+  }
+  t.equal(e.request.method, 'POST')
+  t.equal(e.request.host, 'api.example.com')
+  t.strictSame(e.request.subject.scopes, ['read'])
+  t.equal(e.route.id, 'routes[2]')
+  t.strictSame(
+    e.routes.map((l) => [l.id, l.chosen, l.reason]),
+    [
+      ['routes[0]', false, 'tried-later'],
+      ['routes[1]', false, 'prefix'],
+      ['routes[2]', true, 'chosen'],
+    ],
+  )
+  t.equal(e.decision.step, 'bearer')
+  t.equal(e.decision.outcome, 'forward')
+  t.ok(e.decision.conditions.some((c) => c.rule === 'routes[2].requiredScopes' && c.ok))
+})
+
+t.test('portcullis explain: bad flags and bad configs exit 2 and say which', async (t) => {
+  const dir = t.testdir()
+  const file = explainConfig(dir)
+  const cases: Array<[string[], RegExp]> = [
+    [['explain', '--url', '/'], /portcullis explain needs --config FILE/],
+    [['explain', '--config', file], /portcullis explain needs --url URL/],
+    [['explain', '--config', file, '--url', '/', '--claims', '{sub:'], /^--claims: not valid JSON/],
+    [['explain', '--config', file, '--url', '/', '--claims', '["admins"]'], /^--claims: must be a JSON object/],
+    [['explain', '--config', file, '--url', '/', '--bearer'], /^--bearer needs --claims/],
+    [['explain', '--config', file, '--url', 'app.example.com/x'], /^--url: "app\.example\.com\/x" is neither a path/],
+    [['explain', '--config', file, '--url', 'https://u@app.example.com/'], /^--url: .*not a plain absolute URL/],
+    [['explain', '--config', file, '--url', '/', '--method', 'G T'], /^--method: /],
+    [['explain', '--config', file, '--url', '/', '--frobnicate'], /Unknown option/],
+  ]
+  for (const [args, err] of cases) {
+    const res = await runCli(args)
+    t.equal(res.code, 2, args.join(' '))
+    t.match(res.stderr, err, args.join(' '))
+    t.equal(res.stdout, '', 'nothing on stdout')
+  }
+  const bad = join(dir, 'bad.yaml')
+  writeFileSync(bad, `server:\n  publicUrl: https://app.example.com\n  debug: maybe\nprovider:\n  issuer: https://idp.example.com\n  clientId: c\n  clientSecret: s\nsession:\n  secrets: [short]\nroutes:\n  - upstream: http://127.0.0.1:2\n`)
+  const invalid = await runCli(['explain', '--config', bad, '--url', '/'])
+  t.equal(invalid.code, 2)
+  t.match(invalid.stderr, /config error: server\.debug:/)
+  t.match(invalid.stderr, /config error: session\.secrets\[0\]:/)
+  t.match(invalid.stderr, /2 problem\(s\) in \S+bad\.yaml; nothing was started\./)
+  t.match((await runCli(['--help'])).stdout, 'portcullis explain --config FILE --url URL', 'the usage names it')
+})
+
+t.test('portcullis check: routes with an allow rule, access.defaultAllow or public are not listed', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'guarded.yaml')
+  writeFileSync(
+    file,
+    `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: http://127.0.0.1:${await reservePort()}\n  clientId: c\n  clientSecret: s\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\n` +
+      `access:\n  defaultAllow: { domains: [example.com] }\n` +
+      `routes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /pub }\n    upstream: http://127.0.0.1:2\n    public: true\n` +
+      `  - match: { host: app.example.com, pathPrefix: /open }\n    upstream: http://127.0.0.1:2\n    allow: { any: [{ groups: [x] }, {}] }\n`,
+  )
+  const res = await runCli(['check', '--config', file])
+  t.equal(res.code, 1, 'the provider is down: the exit code is the report\'s, not the warning\'s')
+  t.strictSame(
+    res.stdout.split('\n').filter((l) => l.includes('admits every signed-in user')),
+    ['warning: routes[2] (app.example.com /open): admits every signed-in user — routes[2].allow has no condition'],
+    'only the route whose rule has an alternative without conditions',
+  )
 })
