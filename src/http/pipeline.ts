@@ -1,7 +1,7 @@
 import { fastifyCookie } from '@fastify/cookie'
 import { PortcullisError } from '../errors.ts'
 import { hasDoubleEncoding } from '../policy/path.ts'
-import type { Route } from '../policy/routes.ts'
+import { loginUrlFor, type Route } from '../policy/routes.ts'
 import { join as joinChunks } from '../session/chunks.ts'
 import { expiresAt, needsRefresh, type Session } from '../session/model.ts'
 import type { LoadedSession } from '../session/store.ts'
@@ -144,17 +144,8 @@ function isPreflight(facts: RequestFacts): boolean {
   return facts.method === 'OPTIONS' && typeof h.origin === 'string' && typeof h['access-control-request-method'] === 'string'
 }
 
-/**
- * Where a browser without the login a route needs is sent: `{prefix}/start` (which picks the route's
- * login parameters and step-up from `rd`), or the sign-in page (`provider.signInPage`) for a first
- * login on a route whose loginParams do not already pick the organization or connection.
- */
 function loginUrl(rt: Runtime, route: Route | null, target: string, stepUp: boolean): string {
-  const picked = route !== null && (route.loginParams.organization_id !== undefined || route.loginParams.connection_id !== undefined)
-  const page = rt.config.provider.signInPage && !stepUp && !picked ? 'sign_in' : 'start'
-  const url = new URL(`${rt.prefix}/${page}`, rt.publicUrl)
-  url.searchParams.set('rd', target)
-  return url.href
+  return loginUrlFor(rt.publicUrl, rt.prefix, rt.config.provider.signInPage, route, target, stepUp)
 }
 
 /**

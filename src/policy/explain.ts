@@ -1,7 +1,7 @@
 import type { Config } from '../config/types.ts'
 import { authTimeOf, type CheckResult, type RoutePolicy, type Subject, type Verdict } from './access.ts'
 import { hasDoubleEncoding, normalizePath, splitTarget, whyPathRejected } from './path.ts'
-import { foldPath, matchPath, routeFit, type HostFit, type MatchTrace, type Route, type RouteFit, type RouteTable } from './routes.ts'
+import { foldPath, loginUrlFor, matchPath, routeFit, type HostFit, type MatchTrace, type Route, type RouteFit, type RouteTable } from './routes.ts'
 
 /**
  * Why a request would be answered the way it is: `portcullis explain` and `{prefix}/debug`. Plain
@@ -470,17 +470,8 @@ function judged(
   return { step, outcome: 'step-up', summary: `step-up: ${verdict.rule} needs a new login (${params})`, reasons, answers, conditions, verdict }
 }
 
-/**
- * Where a browser without the login a route needs is sent, as `loginUrl` in `http/pipeline.ts`
- * builds it: `{prefix}/start`, or the sign-in page for a first login on a route whose loginParams do
- * not pick the organization or connection.
- */
 function loginUrl(settings: ExplainSettings, route: Route, target: string, stepUp: boolean): string {
-  const picked = route.loginParams.organization_id !== undefined || route.loginParams.connection_id !== undefined
-  const page = settings.signInPage && !stepUp && !picked ? 'sign_in' : 'start'
-  const url = new URL(`${settings.authPrefix}/${page}`, settings.publicUrl)
-  url.searchParams.set('rd', target)
-  return url.href
+  return loginUrlFor(settings.publicUrl, settings.authPrefix, settings.signInPage, route, target, stepUp)
 }
 
 function formatParams(params: Readonly<Record<string, string>>): string {

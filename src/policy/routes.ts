@@ -171,6 +171,20 @@ const FOLDABLE = /(?:\.|%20| )(?:\/|$)/
 const TRAILING_DOTS_SPACES = /(?:\.|%20| )+(?=\/|$)/g
 
 /**
+ * The login URL a browser without the login a route needs is sent to: `{prefix}/start`, which picks
+ * the route's login parameters and step-up from `rd`, or the sign-in page (`provider.signInPage`)
+ * for a first login on a route whose loginParams do not already pick the organization or connection.
+ * The pipeline and `portcullis explain` both build it here.
+ */
+export function loginUrlFor(publicUrl: string | URL, prefix: string, signInPage: boolean, route: Route | null, target: string, stepUp: boolean): string {
+  const picked = route !== null && (route.loginParams.organization_id !== undefined || route.loginParams.connection_id !== undefined)
+  const page = signInPage && !stepUp && !picked ? 'sign_in' : 'start'
+  const url = new URL(`${prefix}/${page}`, publicUrl)
+  url.searchParams.set('rd', target)
+  return url.href
+}
+
+/**
  * RFC 9728 §3.1: `https://api.example/mcp` → `https://api.example/.well-known/oauth-protected-resource/mcp`
  * (a resource at its origin's root: no suffix).
  */
