@@ -20,6 +20,7 @@ import { registerSignOut } from './http/routes/sign-out.ts'
 import { registerUserinfo } from './http/routes/userinfo.ts'
 import { registerBackchannel } from './http/routes/backchannel.ts'
 import { registerAuthCheck } from './http/routes/auth-check.ts'
+import { registerResourceMetadata } from './http/routes/resource-metadata.ts'
 import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError } from './http/errors.ts'
@@ -186,6 +187,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   registerUserinfo(app, holder)
   registerBackchannel(app, holder)
   registerAuthCheck(app, holder, fastifyLane)
+  registerResourceMetadata(app, holder, fastifyLane)
   app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
     throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
   })
