@@ -23,6 +23,7 @@ import { registerBackchannel } from './http/routes/backchannel.ts'
 import { registerAuthCheck } from './http/routes/auth-check.ts'
 import { registerAssertionJwks } from './http/routes/assertion-jwks.ts'
 import { registerDebug } from './http/routes/debug.ts'
+import { registerResourceMetadata } from './http/routes/resource-metadata.ts'
 import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError } from './http/errors.ts'
@@ -192,6 +193,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   registerAuthCheck(app, holder, fastifyLane)
   registerAssertionJwks(app)
   registerDebug(app, holder)
+  registerResourceMetadata(app, holder, fastifyLane)
   app.all(`${runtime.prefix}/*`, { config: { kind: 'auth', label: 'auth:unknown' } }, async () => {
     throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
   })

@@ -19,7 +19,8 @@ import { compileRoutes, type RouteTable } from './policy/routes.ts'
 import { explainRequest, explainSettingsOf, openRouteWarning, type ExplainInput, type Explanation } from './policy/explain.ts'
 import { claimsRead, compilePolicy, type RoutePolicy } from './policy/access.ts'
 import { ASSERTION_BASE_CLAIMS, createAssertionSigner, loadSigningKey, type AssertionSigner } from './policy/assertion.ts'
-import { createBearerVerifier, type BearerVerifier } from './oidc/bearer.ts'
+import { createBearerVerifier, extraIssuer, type BearerVerifier, type TrustedIssuer } from './oidc/bearer.ts'
+import { isLoopbackHost } from './config/validate.ts'
 import { ASYMMETRIC_ALGS } from './oidc/jwks.ts'
 import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
@@ -123,6 +124,21 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   // With passAuthorizationHeader the client's own Authorization never reaches the app; bearer routes
   // still read it (it is replaced or dropped on the way upstream, `http/upstream-headers.ts`).
   if (config.identity.passAuthorizationHeader && !config.routes.some((r) => r.bearer)) strip.add('Authorization')
+  // Bearer tokens: the provider's own issuer (its keys once connected; until then its tokens are a
+  // 503, not a 401), then provider.extraIssuers, whose keys are loaded with their first token.
+  const insecure = config.provider.allowInsecureHttp
+  const extraIssuers = config.provider.extraIssuers.map((entry) =>
+    extraIssuer(entry, {
+      timeoutMs: config.provider.timeout,
+      clock,
+      urlAllowed: (url) => url.protocol === 'https:' || (insecure && url.protocol === 'http:' && isLoopbackHost(url.hostname)),
+    }),
+  )
+  const unconnected: TrustedIssuer = { issuer: config.provider.issuer, jwks: null }
+  const bearerIssuers = (): readonly TrustedIssuer[] => {
+    const own = provider.ready ? { issuer: provider.get().issuer, jwks: provider.get().jwks } : unconnected
+    return extraIssuers.length === 0 ? [own] : [own, ...extraIssuers]
+  }
   const keepClaims = new Set([...BASE_CLAIMS, ...claimsUsed(config.identity.headers), ...claimsRead(config.access, [config.access.defaultAllow, ...config.routes.map((r) => r.allow)])])
   const refresher = new Refresher(
     async (session) => {
@@ -173,7 +189,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     newSessionId: () => randomBytes(18).toString('base64url'),
     isTrustedProxy: trustedProxyCheck(config.server.trustedProxies),
     bearer: createBearerVerifier({
-      issuers: () => (provider.ready ? [{ issuer: provider.get().issuer, jwks: provider.get().jwks }] : []),
+      issuers: bearerIssuers,
       algorithms: ASYMMETRIC_ALGS,
       clockToleranceSec: Math.ceil(config.provider.clockSkew / 1000),
       clock,

@@ -270,6 +270,7 @@ const PROVIDER = S.provider.shape
 const SESSION = S.session.shape
 const ROUTE = S.routes.element.shape
 const IDENTITY = S.identity.unwrap().shape
+const EXTRA_ISSUER = PROVIDER.extraIssuers.unwrap().element
 
 function parsed<T extends z.ZodType>(schema: T, value: unknown): z.output<T> | undefined {
   const result = schema.safeParse(value)
@@ -360,7 +361,25 @@ function checkProvider(raw: unknown, issues: ConfigIssue[]): void {
     }
   }
 
-  checkUrl(['provider', 'issuer'], parsed(PROVIDER.issuer, rawAt(raw, ['provider', 'issuer'])))
+  const issuer = parsed(PROVIDER.issuer, rawAt(raw, ['provider', 'issuer']))
+  checkUrl(['provider', 'issuer'], issuer)
+  // Extra issuers of bearer tokens: the same http rule as the provider's (their keys are fetched the
+  // same way), each listed once and never the provider's own.
+  const extra = rawAt(raw, ['provider', 'extraIssuers'])
+  if (Array.isArray(extra)) {
+    const seen = new Map<string, number>()
+    extra.forEach((entry: unknown, i) => {
+      const value = parsed(EXTRA_ISSUER, entry)
+      if (value === undefined) return // the schema reports it
+      const at: PathSegment[] = typeof entry === 'string' ? ['provider', 'extraIssuers', i] : ['provider', 'extraIssuers', i, 'issuer']
+      checkUrl(at, value.issuer)
+      checkUrl(['provider', 'extraIssuers', i, 'jwksUri'], value.jwksUri)
+      const first = seen.get(value.issuer)
+      if (value.issuer === issuer) issues.push({ path: formatPath(at), message: "is provider.issuer: the provider's own tokens are accepted without it" })
+      else if (first !== undefined) issues.push({ path: formatPath(at), message: `is listed twice (also provider.extraIssuers[${first}])` })
+      else seen.set(value.issuer, i)
+    })
+  }
   const endpointShape = PROVIDER.endpoints.unwrap().shape
   const endpointNames = Object.keys(endpointShape) as (keyof typeof endpointShape)[]
   for (const name of endpointNames) {
@@ -473,6 +492,17 @@ function checkRoutes(raw: unknown, issues: ConfigIssue[]): void {
     const upstream = parsed(ROUTE.upstream, rawAt(route, ['upstream']))
     if (upstream !== undefined && (upstream.includes('?') || upstream.includes('#'))) {
       issues.push({ path: formatPath(['routes', i, 'upstream']), message: 'must not have a query or a fragment' })
+    }
+    // RFC 9728 / RFC 8707: a resource is what bearer tokens are issued for, and it is their audience.
+    const resource = parsed(ROUTE.resource, rawAt(route, ['resource']))
+    if (resource !== undefined) {
+      const at = formatPath(['routes', i, 'resource'])
+      if (resource.includes('#') || resource.includes('?')) issues.push({ path: at, message: 'must not have a query or a fragment (RFC 9728 §1.2, RFC 8707 §2)' })
+      if (parsed(ROUTE.bearer, rawAt(route, ['bearer'])) !== true) issues.push({ path: at, message: 'needs bearer: true on this route (a resource takes bearer tokens)' })
+      const audience = parsed(ROUTE.audience, rawAt(route, ['audience']))
+      if (audience !== undefined && audience !== '') {
+        issues.push({ path: formatPath(['routes', i, 'audience']), message: 'set either audience or resource: the tokens of a resource carry the resource in aud' })
+      }
     }
   })
 }

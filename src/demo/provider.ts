@@ -164,6 +164,12 @@ export const PROVIDER_ROUTES = {
 /** Resource indicator every access token is issued for, so access tokens are JWTs (`typ: at+jwt`). */
 export const DEMO_RESOURCE = 'urn:portcullis:test'
 
+/**
+ * Scopes an access token for a resource named by an http(s) URL (RFC 8707 `resource=`, an API or an
+ * MCP server behind a bearer route) may carry: those of them the request asks for.
+ */
+export const DEMO_API_SCOPES: readonly string[] = ['mcp:tools', 'mcp:resources', 'api:read', 'api:write']
+
 // ---------------------------------------------------------------------------------------------------
 // The subset of oidc-provider's API this file uses. The package ships no type declarations and
 // @types/oidc-provider is not installed, so the shapes are written out here from the v9 sources.
@@ -642,13 +648,18 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
         enabled: true,
         defaultResource: async () => DEMO_RESOURCE,
         useGrantedResource: async () => true,
-        getResourceServerInfo: async (_ctx: unknown, _indicator: string, client: { clientId: string }) => ({
-          scope: 'openid offline_access',
-          audience: client.clientId,
-          accessTokenFormat: 'jwt',
-          accessTokenTTL: accessTokenTtl,
-          jwt: { sign: { alg: 'RS256' } },
-        }),
+        // The default resource: tokens for the client itself (aud = client id). A resource named by an
+        // http(s) URL: tokens for that resource (aud = the URL), with the API scopes asked for.
+        getResourceServerInfo: async (_ctx: unknown, indicator: string, client: { clientId: string }) => {
+          const api = indicator !== DEMO_RESOURCE && /^https?:\/\//i.test(indicator)
+          return {
+            scope: api ? DEMO_API_SCOPES.join(' ') : 'openid offline_access',
+            audience: api ? indicator : client.clientId,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: accessTokenTtl,
+            jwt: { sign: { alg: 'RS256' } },
+          }
+        },
       },
     },
     ...(opts.allowLoopbackFetch

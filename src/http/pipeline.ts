@@ -105,15 +105,21 @@ export const decide: Decide = async (rt, facts, mode) => {
       return refuse(rt, facts, mode, route, verdict, false, setCookie, { label, route, session, notes })
     }
 
-    // 5. no session
-    if (mode === 'check') return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
+    // 5. no session. On a bearer route the 401 is the route's RFC 6750 challenge (its scopes and, for
+    // a resource, where its metadata is: RFC 9728 §5.1), also for the check, whose WWW-Authenticate
+    // nginx passes on; no error code, as no credentials were presented (§3.1).
+    if (mode === 'check') {
+      if (route?.bearer === true) return bearerAnswer(401, challenge(rt, route, {}), 'UNAUTHENTICATED', 'Authentication required.', undefined, facts.requestId, setCookie, { label, route, session, notes })
+      return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
+    }
     // Login needs the provider: while it is unreachable, say so (503) instead of starting a login.
     if (!rt.provider.ready) rt.provider.get() // throws NOT_READY
-    if (isBrowserNavigation(facts)) return redirectTo(loginUrl(rt, route, facts.target, false), facts.requestId, setCookie, { label, route, session, notes })
-    if (route?.bearer === true) {
-      // RFC 6750 §3.1: no credentials, no error code; where to get a token instead.
-      return bearerAnswer(401, challenge(rt, route, {}), 'UNAUTHENTICATED', 'Authentication required.', undefined, facts.requestId, setCookie, { label, route, session, notes })
+    // A token in the query (`?access_token=`, RFC 6750 §2.3) is never taken, and its request is an API
+    // client's: never a redirect to login, whatever it accepts.
+    if (isBrowserNavigation(facts) && !(route?.bearer === true && hasQueryToken(facts.target))) {
+      return redirectTo(loginUrl(rt, route, facts.target, false), facts.requestId, setCookie, { label, route, session, notes })
     }
+    if (route?.bearer === true) return bearerAnswer(401, challenge(rt, route, {}), 'UNAUTHENTICATED', 'Authentication required.', undefined, facts.requestId, setCookie, { label, route, session, notes })
     return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
   } catch (err) {
     const extras = { label, route, session, notes }
@@ -188,7 +194,7 @@ function challenge(rt: Runtime, route: Route, params: ChallengeParams): string {
 async function bearerRequest(rt: Runtime, facts: RequestFacts, mode: Mode, route: Route, token: string, label: string, notes: Note[]): Promise<Decision> {
   const extras: Extras = { label, route, session: null, notes }
   const result = await rt.bearer.verify(token, route.audiences)
-  if (result.status === 'unavailable') throw new PortcullisError('IDP_UNAVAILABLE', 'The keys to verify the token could not be fetched. Try again shortly.')
+  if (result.status === 'unavailable') throw new PortcullisError('IDP_UNAVAILABLE', 'The keys to verify the token could not be fetched. Try again shortly.', { cause: result.cause })
   if (result.status === 'invalid') {
     const err = new PortcullisError('TOKEN_INVALID', result.description)
     return bearerAnswer(401, challenge(rt, route, { error: 'invalid_token', description: result.description }), 'TOKEN_INVALID', result.description, undefined, facts.requestId, NONE, { ...extras, error: err })
@@ -198,6 +204,13 @@ async function bearerRequest(rt: Runtime, facts: RequestFacts, mode: Mode, route
   if (verdict.kind !== 'allow') return refuse(rt, facts, mode, route, verdict, true, NONE, extras)
   return allow(rt, facts, mode, route, { session: null, identity: subject, sessionValue: null, anonymous: false }, NONE, label, notes)
 }
+
+/** The target's query has an `access_token` parameter (RFC 6750 §2.3), which is never read as a credential. */
+function hasQueryToken(target: string): boolean {
+  const q = target.indexOf('?')
+  return q !== -1 && QUERY_TOKEN.test(target.slice(q + 1))
+}
+const QUERY_TOKEN = /(?:^|&)access_token(?:=|&|$)/
 
 /** A WebSocket opening handshake (RFC 6455 §4.1): GET, `Upgrade: websocket`, a key and a version. */
 function isWebSocketHandshake(facts: RequestFacts): boolean {

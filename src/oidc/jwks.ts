@@ -93,8 +93,8 @@ export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
 /** The JWKS endpoint answered, but not with a key set. */
 export class JwksFetchError extends Error {
   readonly code = 'ERR_JWKS_FETCH'
-  constructor(message: string) {
-    super(message)
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
     this.name = 'JwksFetchError'
   }
 }

@@ -50,6 +50,39 @@ export interface RouteTable {
    */
   trace(host: string | undefined, path: string): MatchTrace
   readonly routes: readonly Route[]
+  /** The protected resources the bearer routes name (RFC 9728), one per distinct `resource`. */
+  readonly resources: readonly ProtectedResource[]
+}
+
+/** A resource of `routes[].resource`, as its protected-resource metadata describes it. */
+export interface ProtectedResource {
+  /** The resource identifier, as configured. */
+  readonly resource: string
+  /** Its host (`host[:port]`, lower-case), and the path its metadata is served at (RFC 9728 §3.1). */
+  readonly host: string
+  readonly metadataPath: string
+  /** The scopes its routes require (every one of them, in order, once). */
+  readonly scopes: readonly string[]
+}
+
+/** The well-known path of protected-resource metadata (RFC 9728 §3). */
+export const RESOURCE_METADATA_PATH = '/.well-known/oauth-protected-resource'
+
+/**
+ * The resource whose metadata a request for `path` (normalized, no query) on `host` asks for, or null
+ * (a 404): the resource whose metadata path it is (`/.well-known/oauth-protected-resource/mcp` for
+ * `https://host/mcp`); for the bare well-known path, a resource at its origin's root, or else the only
+ * resource there is. Where several resources share the path, the one on the request's host.
+ */
+export function resourceFor(resources: readonly ProtectedResource[], host: string | undefined, path: string): ProtectedResource | null {
+  const wanted = path.length > RESOURCE_METADATA_PATH.length && path.endsWith('/') ? path.slice(0, -1) : path
+  let candidates = resources.filter((r) => r.metadataPath === wanted)
+  if (candidates.length === 0 && wanted === RESOURCE_METADATA_PATH && resources.length === 1) candidates = [...resources]
+  if (candidates.length > 1) {
+    const h = host === undefined ? null : normalizeHost(host)
+    candidates = candidates.filter((r) => r.host === h)
+  }
+  return candidates.length === 1 ? (candidates[0] as ProtectedResource) : null
 }
 
 /** How `match` arrived at its answer (`RouteTable.trace`). */
@@ -191,7 +224,7 @@ export function loginUrlFor(publicUrl: string | URL, prefix: string, signInPage:
 export function resourceMetadataUrl(resource: string): string {
   const u = new URL(resource)
   const path = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '')
-  return `${u.origin}/.well-known/oauth-protected-resource${path}`
+  return `${u.origin}${RESOURCE_METADATA_PATH}${path}`
 }
 
 /** Access settings of a config without an `access` section: its defaults. */
@@ -265,8 +298,21 @@ export function compileRoutes(configs: readonly RouteConfig[], access: AccessCon
     }
     return null
   }
+  const byResource = new Map<string, { host: string; metadataPath: string; scopes: Set<string> }>()
+  for (const r of routes) {
+    if (r.resource === '') continue
+    const known = byResource.get(r.resource)
+    if (known !== undefined) {
+      for (const scope of r.policy.requiredScopes) known.scopes.add(scope)
+      continue
+    }
+    const u = new URL(r.resource)
+    byResource.set(r.resource, { host: u.host.toLowerCase(), metadataPath: new URL(r.resourceMetadata).pathname, scopes: new Set(r.policy.requiredScopes) })
+  }
+  const resources: ProtectedResource[] = [...byResource].map(([resource, v]) => ({ resource, host: v.host, metadataPath: v.metadataPath, scopes: [...v.scopes] }))
   return {
     routes,
+    resources,
     match(host, rawPath) {
       const path = matchPath(rawPath)
       const fold = anyFolded ? foldPath(path) : path

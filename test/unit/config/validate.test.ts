@@ -108,6 +108,42 @@ t.test('http issuer and endpoints', async (t) => {
   )
 })
 
+t.test('extraIssuers: the http rule of the issuer, each once, never the provider itself', async (t) => {
+  const withExtra = (extraIssuers: unknown[], allowInsecureHttp = false) => {
+    const raw = base()
+    Object.assign(raw.provider, { extraIssuers, allowInsecureHttp })
+    return issuesOf(raw)
+  }
+  t.same(withExtra(['https://login.partner.example', { issuer: 'https://other.example', jwksUri: 'https://other.example/keys' }]), [], 'https, as a string or an object')
+  t.same(withExtra(['http://127.0.0.1:9001', { issuer: 'http://localhost:9002', jwksUri: 'http://localhost:9002/keys' }], true), [], 'loopback http with the switch')
+  t.same(
+    withExtra(['http://127.0.0.1:9001', { issuer: 'https://other.example', jwksUri: 'http://other.example/keys' }], false).map((i) => i.path),
+    ['provider.extraIssuers[0]', 'provider.extraIssuers[1].jwksUri'],
+    'plain http without the switch, and to a host that is not loopback',
+  )
+  t.same(withExtra([{ issuer: 'http://idp.partner.example' }], true).map((i) => i.path), ['provider.extraIssuers[0].issuer'], 'not loopback: refused even with the switch')
+  t.same(
+    withExtra(['https://yourenv.scalekit.com', 'https://a.example', { issuer: 'https://a.example' }]),
+    [
+      { path: 'provider.extraIssuers[0]', message: "is provider.issuer: the provider's own tokens are accepted without it" },
+      { path: 'provider.extraIssuers[2].issuer', message: 'is listed twice (also provider.extraIssuers[1])' },
+    ],
+  )
+})
+
+t.test('routes[].resource: a bearer route, no query or fragment, not with audience', async (t) => {
+  const withRoute = (route: Record<string, unknown>) => {
+    const raw = base()
+    raw.routes = [{ upstream: 'http://127.0.0.1:8080', ...route }]
+    return issuesOf(raw)
+  }
+  t.same(withRoute({ bearer: true, resource: 'https://app.example.com/mcp', requiredScopes: ['mcp:tools'] }), [])
+  t.same(withRoute({ resource: 'https://app.example.com/mcp' }).map((i) => i.path), ['routes[0].resource'], 'needs bearer: true')
+  t.same(withRoute({ bearer: true, resource: 'https://app.example.com/mcp#x' }).map((i) => i.path), ['routes[0].resource'], 'a fragment')
+  t.same(withRoute({ bearer: true, resource: 'https://app.example.com/mcp', audience: 'api' }).map((i) => i.path), ['routes[0].audience'], 'audience and resource')
+  t.same(withRoute({ bearer: true, audience: 'api' }), [], 'audience alone')
+})
+
 t.test('authorizeParams: one issue per protocol parameter or hint parameter', async (t) => {
   const raw = base()
   raw.provider.authorizeParams = { response_type: 'token', request_uri: 'x', state: 's', login_hint: 'a@b', acr_values: 'mfa' }
