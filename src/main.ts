@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { buildApp, loggerOptions, safeError, type App } from './app.ts'
-import { createRuntime, probeProvider, type Runtime, type RuntimeDeps } from './runtime.ts'
+import { createRuntime, probeProvider, routesOpenToAll, type Runtime, type RuntimeDeps } from './runtime.ts'
 import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
@@ -259,6 +259,8 @@ async function check(file: string, env: Record<string, string | undefined>): Pro
   const out = (line: string) => process.stdout.write(`${line}\n`)
   out(`config: ${file} is valid`)
   for (const w of loaded.warnings) out(`warning: ${w}`)
+  // Not a problem, but worth a look: a route nobody wrote an access rule for.
+  for (const route of routesOpenToAll(config)) out(`open to every signed-in user: ${route}`)
   const redirectUri = new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href
   try {
     const oidc = await probeProvider(config)

@@ -209,6 +209,21 @@ function trustedProxyCheck(entries: readonly string[]): (peer: string) => boolea
   }
 }
 
+/**
+ * `portcullis check`: the protected routes that admit every signed-in user (no allow rule of their
+ * own and no `access.defaultAllow`, or a rule without conditions), as `routes[0] (host, pathPrefix)`.
+ */
+export function routesOpenToAll(config: Config): string[] {
+  const out: string[] = []
+  config.routes.forEach((r, i) => {
+    if (r.public) return
+    const id = `routes[${i}]`
+    const policy = compilePolicy({ id, allow: r.allow, require: r.require, loginParams: r.loginParams, requiredScopes: r.requiredScopes }, config.access)
+    if (policy.openToAll) out.push(`${id} (${r.match.host === '' ? 'any host' : `host ${r.match.host}`}, pathPrefix ${r.match.pathPrefix})`)
+  })
+  return out
+}
+
 /** `portcullis check`: connect to the provider once (discovery + JWKS) for a validated config. */
 export function probeProvider(config: Config): Promise<OidcClient> {
   return connectProvider(config.provider, new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href)

@@ -72,7 +72,7 @@ t.test('portcullis check reports what the provider offers', async (t) => {
     const file = join(dir, name)
     writeFileSync(
       file,
-      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${issuer}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${issuer}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /admin }\n    upstream: http://127.0.0.1:2\n    allow: { groups: [admins] }\n  - match: { host: app.example, pathPrefix: /assets }\n    upstream: http://127.0.0.1:2\n    public: true\n  - match: { host: app.example, pathPrefix: /any }\n    upstream: http://127.0.0.1:2\n    allow: {}\n`,
     )
     return file
   }
@@ -91,6 +91,14 @@ t.test('portcullis check reports what the provider offers', async (t) => {
   t.match(ok.stdout, /redirect URI to register at the provider: http:\/\/127\.0\.0\.1:1\/oauth2\/callback/)
   t.match(ok.stdout, /client authentication: ok \(the client authenticated \(client_secret_basic\)/, 'the client credentials were tested')
   t.match(ok.stdout, `url: ${provider.issuer}/oauth/token; answer: HTTP 400 invalid_grant`, 'by a code exchange the provider refused for its code only')
+  t.same(
+    ok.stdout.split('\n').filter((l) => l.startsWith('open to every signed-in user')),
+    [
+      'open to every signed-in user: routes[0] (any host, pathPrefix /)',
+      'open to every signed-in user: routes[3] (host app.example, pathPrefix /any)',
+    ],
+    'the protected routes without a condition are listed; a route with a rule and a public one are not',
+  )
   t.match(ok.stdout, /\nok\n$/)
   t.equal(
     provider.requests.filter((r) => r.method === 'POST' && r.path === '/oauth/token' && r.grantType === 'authorization_code').length,
@@ -143,7 +151,7 @@ t.test('portcullis check tests the client credentials: a wrong secret is named, 
     const file = join(dir, `${clientId}-${clientSecret.length}.yaml`)
     writeFileSync(
       file,
-      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${provider.issuer}\n  clientId: ${clientId}\n  clientSecret: ${clientSecret}\n  tokenEndpointAuthMethod: client_secret_${clientId}\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${provider.issuer}\n  clientId: ${clientId}\n  clientSecret: ${clientSecret}\n  tokenEndpointAuthMethod: client_secret_${clientId}\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /admin }\n    upstream: http://127.0.0.1:2\n    allow: { groups: [admins] }\n  - match: { host: app.example, pathPrefix: /assets }\n    upstream: http://127.0.0.1:2\n    public: true\n  - match: { host: app.example, pathPrefix: /any }\n    upstream: http://127.0.0.1:2\n    allow: {}\n`,
     )
     return file
   }
@@ -197,7 +205,7 @@ t.test('portcullis check: metadata that cannot work names its URL, status and bo
     const file = join(dir, name)
     writeFileSync(
       file,
-      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${iss}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${iss}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /admin }\n    upstream: http://127.0.0.1:2\n    allow: { groups: [admins] }\n  - match: { host: app.example, pathPrefix: /assets }\n    upstream: http://127.0.0.1:2\n    public: true\n  - match: { host: app.example, pathPrefix: /any }\n    upstream: http://127.0.0.1:2\n    allow: {}\n`,
     )
     return file
   }
