@@ -421,6 +421,8 @@ async function runDemo(port: number): Promise<number> {
         .slice(1)
         .map((u) => `${u.email} / ${u.password}`)
         .join(', ')})\n` +
+      `  Access:    alice and bob see the app; ${publicUrl}/admin is for admins who signed in with a second factor\n` +
+      `             (alice's one-time code: ${user?.otp ?? '(none)'}); carol (partner.example, e-mail not verified) is refused\n` +
       `  Provider:  ${stack.provider.issuer}  (embedded, reference endpoint paths)\n` +
       `  Upstream:  ${stack.upstream.url}  (echoes the identity headers it receives)\n` +
       `Press Ctrl+C to stop.\n\n`,

@@ -493,18 +493,60 @@ function checkRoutes(raw: unknown, issues: ConfigIssue[]): void {
     if (upstream !== undefined && (upstream.includes('?') || upstream.includes('#'))) {
       issues.push({ path: formatPath(['routes', i, 'upstream']), message: 'must not have a query or a fragment' })
     }
-    // RFC 9728 / RFC 8707: a resource is what bearer tokens are issued for, and it is their audience.
+    // RFC 9728 / RFC 8707: a resource identifier has no query or fragment (its bearer-only and
+    // audience rules are in checkRouteAccess).
     const resource = parsed(ROUTE.resource, rawAt(route, ['resource']))
-    if (resource !== undefined) {
-      const at = formatPath(['routes', i, 'resource'])
-      if (resource.includes('#') || resource.includes('?')) issues.push({ path: at, message: 'must not have a query or a fragment (RFC 9728 §1.2, RFC 8707 §2)' })
-      if (parsed(ROUTE.bearer, rawAt(route, ['bearer'])) !== true) issues.push({ path: at, message: 'needs bearer: true on this route (a resource takes bearer tokens)' })
-      const audience = parsed(ROUTE.audience, rawAt(route, ['audience']))
-      if (audience !== undefined && audience !== '') {
-        issues.push({ path: formatPath(['routes', i, 'audience']), message: 'set either audience or resource: the tokens of a resource carry the resource in aud' })
+    if (resource !== undefined && (resource.includes('#') || resource.includes('?'))) {
+      issues.push({ path: formatPath(['routes', i, 'resource']), message: 'must not have a query or a fragment (RFC 9728 §1.2, RFC 8707 §2)' })
+    }
+    checkRouteAccess(route, i, issues)
+  })
+}
+
+/** Authorize parameters a route's step-up sets itself (`require.acr`/`mfa` → acr_values, `maxAuthAge` → max_age, a step-up → prompt). */
+const STEP_UP_PARAMS: readonly string[] = ['acr_values', 'max_age', 'prompt']
+
+/**
+ * A route's access keys that only mean something together with others: loginParams that would
+ * override the protocol or the step-up, bearer-only keys without `bearer`, `audience` beside
+ * `resource` (the resource is the audience), and access rules on a public route (nobody signs in there).
+ */
+function checkRouteAccess(route: unknown, i: number, issues: ConfigIssue[]): void {
+  const params = rawAt(route, ['loginParams'])
+  if (isPlainObject(params)) {
+    for (const name of Object.keys(params)) {
+      const lower = name.toLowerCase()
+      const path = formatPath(['routes', i, 'loginParams', name])
+      if (PROTOCOL_PARAMS.includes(lower)) {
+        issues.push({ path, message: `${name} is a protocol parameter that Portcullis sets itself; it cannot be a login parameter` })
+      } else if (STEP_UP_PARAMS.includes(lower)) {
+        issues.push({ path, message: `${name} is set from the route's require (acr_values, max_age) and by a step-up (prompt); use routes[${i}].require instead` })
       }
     }
-  })
+  }
+  const bearer = parsed(ROUTE.bearer, rawAt(route, ['bearer'])) === true
+  const audience = rawAt(route, ['audience'])
+  const scopes = rawAt(route, ['requiredScopes'])
+  const resource = rawAt(route, ['resource'])
+  if (!bearer) {
+    const given: Array<[string, boolean]> = [
+      ['audience', typeof audience === 'string' && audience !== ''],
+      ['requiredScopes', Array.isArray(scopes) && scopes.length > 0],
+      ['resource', resource !== undefined],
+    ]
+    for (const [key, set] of given) {
+      if (set) issues.push({ path: formatPath(['routes', i, key]), message: 'applies to bearer tokens only; set bearer: true on this route, or remove it' })
+    }
+  } else if (typeof audience === 'string' && audience !== '' && resource !== undefined) {
+    issues.push({ path: formatPath(['routes', i, 'audience']), message: `set either audience or resource, not both (tokens must carry routes[${i}].resource in aud)` })
+  }
+  if (parsed(ROUTE.public, rawAt(route, ['public'])) === true) {
+    for (const key of ['allow', 'require'] as const) {
+      if (rawAt(route, [key]) !== undefined) {
+        issues.push({ path: formatPath(['routes', i, key]), message: `has no effect on a public route (nobody signs in there); remove public: true or routes[${i}].${key}` })
+      }
+    }
+  }
 }
 
 function checkIdentityHeaders(raw: unknown, issues: ConfigIssue[]): void {

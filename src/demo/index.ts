@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { DEMO_USERS, startProvider, type DemoUser, type RunningProvider } from './provider.ts'
+import { ACR_MFA, DEMO_USERS, startProvider, type DemoUser, type RunningProvider } from './provider.ts'
 import { startEchoUpstream, type EchoUpstream } from './upstream.ts'
 
 /**
@@ -12,8 +12,16 @@ import { startEchoUpstream, type EchoUpstream } from './upstream.ts'
  * endpoint with `post_logout_redirect_uri` = `{publicUrl}/signed-out` (`session.postLogoutRedirect`,
  * registered at the provider), a public route to the demo app's "You are signed out" page, which
  * offers to sign in again.
+ *
+ * Access rules, to show what a refusal and a step-up look like: every page needs an e-mail in
+ * example.com, verified (`access.defaultAllow`): alice and bob get in, carol (partner.example,
+ * unverified) is refused everywhere but the public signed-out page. `/admin` needs the admins group
+ * and a second factor: bob is refused; alice, signed in with her password only, is sent to sign in
+ * again and gets in with her one-time code.
  */
 export const SIGNED_OUT_PATH = '/signed-out'
+/** The demo's page for admins who signed in with a second factor. */
+export const ADMIN_PATH = '/admin'
 
 export interface DemoStack {
   readonly config: Record<string, unknown>
@@ -39,16 +47,24 @@ export async function startDemoStack(opts: { publicUrl: string; listen: string }
     ],
     allowLoopbackFetch: true,
   })
-  const upstream = await startEchoUpstream({ title: 'Demo app behind Portcullis', signedOutPath: SIGNED_OUT_PATH })
+  const upstream = await startEchoUpstream({
+    title: 'Demo app behind Portcullis',
+    signedOutPath: SIGNED_OUT_PATH,
+    links: [{ href: ADMIN_PATH, text: 'Admin page (admins only, with a second factor)' }],
+  })
   const config = {
     server: { listen: opts.listen, publicUrl: opts.publicUrl },
     provider: { issuer: provider.issuer, clientId, clientSecret, allowInsecureHttp: true },
     session: { secrets: [randomBytes(32).toString('base64url')], postLogoutRedirect: signedOut },
     routes: [
       { match: { pathPrefix: '/' }, upstream: upstream.url },
+      // Admins, and only after a login with the one-time code (alice: 123456).
+      { match: { pathPrefix: ADMIN_PATH }, upstream: upstream.url, allow: { groups: ['admins'] }, require: { mfa: true } },
       // Public: whoever just signed out must be able to see it.
       { match: { pathPrefix: SIGNED_OUT_PATH }, upstream: upstream.url, public: true },
     ],
+    // Every route without its own rule: a verified example.com address (carol is refused).
+    access: { defaultAllow: { domains: ['example.com'] }, mfaAcrValues: [ACR_MFA] },
     logging: { level: 'info' },
   }
   return {

@@ -565,7 +565,10 @@ export async function startProvider(opts: ProviderOptions): Promise<RunningProvi
     })),
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     claims: {
-      openid: ['sub'],
+      // acr and amr in every ID token, as the reference provider sends them (the step-up checks read
+      // them). oidc-provider puts them in only when asked for (acr_values, the claims parameter) unless
+      // a scope lists them.
+      openid: ['sub', 'acr', 'amr'],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username', 'groups', 'roles', 'org_id'],
     },

@@ -44,6 +44,8 @@ export interface EchoUpstreamOptions {
    * demo's `post_logout_redirect_uri`). Unset: every path echoes.
    */
   signedOutPath?: string
+  /** Links shown on every echo page above "Sign out" (the demo's admin page). Default none. */
+  links?: ReadonlyArray<{ readonly href: string; readonly text: string }>
 }
 
 /** Longest delay `/slow?ms=N` honours, so a typo cannot hang a test run. */
@@ -60,7 +62,7 @@ function identityHeaders(rawHeaders: string[]): Array<[string, string]> {
   return rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
 }
 
-function echoPage(title: string, record: EchoRecord): string {
+function echoPage(title: string, record: EchoRecord, links: EchoUpstreamOptions['links'] = []): string {
   const rows = identityHeaders(record.rawHeaders)
   const table = rows.length
     ? `<table>
@@ -79,7 +81,7 @@ td{font-family:ui-monospace,monospace;word-break:break-all}`,
 <p><code>${escapeHtml(record.method)} ${escapeHtml(record.url)}</code></p>
 <h2>Identity headers received</h2>
 ${table}
-<p><a href="/oauth2/sign_out">Sign out</a></p>`,
+${links.map((l) => `<p><a href="${escapeHtml(l.href)}">${escapeHtml(l.text)}</a></p>\n`).join('')}<p><a href="/oauth2/sign_out">Sign out</a></p>`,
   )
 }
 
@@ -134,7 +136,7 @@ export async function startEchoUpstream(opts: EchoUpstreamOptions = {}): Promise
     const noBody = status === 204 || status === 304 || req.method === 'HEAD'
     const accept = req.headers.accept ?? ''
     if (accept.includes('text/html')) {
-      const html = echoPage(title, record)
+      const html = echoPage(title, record, opts.links)
       res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html) })
       res.end(noBody ? undefined : html)
       return

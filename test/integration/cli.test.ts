@@ -72,7 +72,7 @@ t.test('portcullis check reports what the provider offers', async (t) => {
     const file = join(dir, name)
     writeFileSync(
       file,
-      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${issuer}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${issuer}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /admin }\n    upstream: http://127.0.0.1:2\n    allow: { groups: [admins] }\n  - match: { host: app.example, pathPrefix: /assets }\n    upstream: http://127.0.0.1:2\n    public: true\n  - match: { host: app.example, pathPrefix: /any }\n    upstream: http://127.0.0.1:2\n    allow: {}\n`,
     )
     return file
   }
@@ -91,12 +91,15 @@ t.test('portcullis check reports what the provider offers', async (t) => {
   t.match(ok.stdout, /redirect URI to register at the provider: http:\/\/127\.0\.0\.1:1\/oauth2\/callback/)
   t.match(ok.stdout, /client authentication: ok \(the client authenticated \(client_secret_basic\)/, 'the client credentials were tested')
   t.match(ok.stdout, `url: ${provider.issuer}/oauth/token; answer: HTTP 400 invalid_grant`, 'by a code exchange the provider refused for its code only')
-  t.match(ok.stdout, /\nok\n/)
-  t.match(
-    ok.stdout,
-    /\nok\nwarning: routes\[0\] \(any host \/\): admits every signed-in user — add routes\[0\]\.allow or access\.defaultAllow\n$/,
-    'after the report: the route every signed-in user may use',
+  t.same(
+    ok.stdout.split('\n').filter((l) => l.startsWith('warning: routes[')),
+    [
+      'warning: routes[0] (any host /): admits every signed-in user — add routes[0].allow or access.defaultAllow',
+      'warning: routes[3] (app.example /any): admits every signed-in user — add routes[3].allow or access.defaultAllow',
+    ],
+    'after the report: the protected routes without a condition; a route with a rule and a public one are not listed',
   )
+  t.match(ok.stdout, /\nok\nwarning: routes\[0\]/, 'the warnings come after the report')
   t.equal(
     provider.requests.filter((r) => r.method === 'POST' && r.path === '/oauth/token' && r.grantType === 'authorization_code').length,
     1,
@@ -149,7 +152,7 @@ t.test('portcullis check tests the client credentials: a wrong secret is named, 
     const file = join(dir, `${clientId}-${clientSecret.length}.yaml`)
     writeFileSync(
       file,
-      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${provider.issuer}\n  clientId: ${clientId}\n  clientSecret: ${clientSecret}\n  tokenEndpointAuthMethod: client_secret_${clientId}\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${provider.issuer}\n  clientId: ${clientId}\n  clientSecret: ${clientSecret}\n  tokenEndpointAuthMethod: client_secret_${clientId}\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /admin }\n    upstream: http://127.0.0.1:2\n    allow: { groups: [admins] }\n  - match: { host: app.example, pathPrefix: /assets }\n    upstream: http://127.0.0.1:2\n    public: true\n  - match: { host: app.example, pathPrefix: /any }\n    upstream: http://127.0.0.1:2\n    allow: {}\n`,
     )
     return file
   }
@@ -203,7 +206,7 @@ t.test('portcullis check: metadata that cannot work names its URL, status and bo
     const file = join(dir, name)
     writeFileSync(
       file,
-      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${iss}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n`,
+      `server:\n  publicUrl: http://127.0.0.1:1\nprovider:\n  issuer: ${iss}\n  clientId: cli\n  clientSecret: cli-secret-long-enough\n  allowInsecureHttp: true\nsession:\n  secrets: ["${TEST_SECRET}"]\nroutes:\n  - upstream: http://127.0.0.1:2\n  - match: { pathPrefix: /admin }\n    upstream: http://127.0.0.1:2\n    allow: { groups: [admins] }\n  - match: { host: app.example, pathPrefix: /assets }\n    upstream: http://127.0.0.1:2\n    public: true\n  - match: { host: app.example, pathPrefix: /any }\n    upstream: http://127.0.0.1:2\n    allow: {}\n`,
     )
     return file
   }

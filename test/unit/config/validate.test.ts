@@ -291,3 +291,61 @@ routes: [{ upstream: "http://127.0.0.1:8080" }]
     'server.trustedProxies contains 0.0.0.0/0: X-Forwarded-* headers are believed from every peer',
   ])
 })
+
+t.test('access rules: invalid regex, a matcher with two kinds, an e-mail with two @, each at its key path', async (t) => {
+  const withAllow = (allow: unknown, at: 'route' | 'default' = 'route') => {
+    const raw = base()
+    if (at === 'route') raw.routes[0].allow = allow
+    else raw.access = { defaultAllow: allow }
+    return issuesOf(raw)
+  }
+  t.same(withAllow({ claims: { department: { regex: 'eng(' } } }), [{ path: 'routes[0].allow.claims.department.regex', message: 'is not a valid regular expression' }])
+  t.same(withAllow({ claims: { department: { regex: 'eng(ineering)?' } } }), [], 'a valid one')
+  t.same(withAllow({ claims: { department: { equals: 'eng', regex: 'eng.*' } } }), [
+    { path: 'routes[0].allow.claims.department', message: 'must have exactly one of equals, anyOf or regex (or be a plain value: equals)' },
+  ])
+  t.same(withAllow({ claims: { department: { anyOf: ['a'], equals: 'a' } } }).map((i) => i.path), ['routes[0].allow.claims.department'])
+  t.same(withAllow({ claims: { department: {} } }).map((i) => i.path), ['routes[0].allow.claims.department'], 'none at all')
+  t.same(withAllow({ claims: { department: 'eng', level: 3, staff: true } }), [], 'plain values')
+  t.same(withAllow({ emails: ['ok@example.com', 'a@b@example.com'] }), [{ path: 'routes[0].allow.emails[1]', message: 'must be an e-mail address with exactly one "@"' }])
+  t.same(withAllow({ domains: ['@example.com', '*.example.com', 'example.com'] }).map((i) => i.path), ['routes[0].allow.domains[0]', 'routes[0].allow.domains[1]'])
+  t.same(withAllow({ any: [{ groups: ['a'] }, { claims: { x: { regex: '[' } } }] }).map((i) => i.path), ['routes[0].allow.any[1].claims.x.regex'], 'inside any')
+  t.same(withAllow({ grups: ['a'] }), [{ path: 'routes[0].allow.grups', message: 'unknown key (did you mean groups?)' }], 'a misspelled condition')
+  t.same(withAllow({ emails: ['a@b@c.example'] }, 'default').map((i) => i.path), ['access.defaultAllow.emails[0]'], 'access.defaultAllow too')
+})
+
+t.test('routes: loginParams, bearer-only keys, audience with resource, access rules on a public route', async (t) => {
+  const withRoute = (extra: Record<string, unknown>) => {
+    const raw = base()
+    Object.assign(raw.routes[0], extra)
+    return issuesOf(raw)
+  }
+  t.same(withRoute({ loginParams: { organization_id: 'org_1', connection_id: 'c' } }), [], 'ordinary parameters')
+  t.same(
+    withRoute({ loginParams: { prompt: 'login', acr_values: 'x', Max_Age: '0', state: 's', redirect_uri: 'https://evil.example/' } }).map((i) => i.path),
+    ['routes[0].loginParams.acr_values', 'routes[0].loginParams.Max_Age', 'routes[0].loginParams.prompt', 'routes[0].loginParams.redirect_uri', 'routes[0].loginParams.state'],
+    'each parameter Portcullis sets itself, in any case',
+  )
+  t.match(withRoute({ loginParams: { prompt: 'login' } })[0]?.message, 'routes[0].require', 'prompt points to require')
+  t.match(withRoute({ loginParams: { state: 's' } })[0]?.message, 'protocol parameter')
+
+  t.same(withRoute({ audience: 'api://x' }), [{ path: 'routes[0].audience', message: 'applies to bearer tokens only; set bearer: true on this route, or remove it' }])
+  t.same(withRoute({ requiredScopes: ['api:read'] }).map((i) => i.path), ['routes[0].requiredScopes'])
+  t.same(withRoute({ resource: 'https://app.example.com/mcp' }).map((i) => i.path), ['routes[0].resource'])
+  t.same(withRoute({ audience: '', requiredScopes: [] }), [], 'the defaults written out are fine')
+  t.same(withRoute({ bearer: true, audience: 'api://x', requiredScopes: ['api:read'] }), [], 'on a bearer route')
+  t.same(withRoute({ bearer: true, resource: 'https://app.example.com/mcp', requiredScopes: ['mcp:tools'] }), [])
+  t.same(withRoute({ bearer: true, audience: 'api://x', resource: 'https://app.example.com/mcp' }), [
+    { path: 'routes[0].audience', message: 'set either audience or resource, not both (tokens must carry routes[0].resource in aud)' },
+  ])
+
+  t.same(withRoute({ public: true, allow: { groups: ['admins'] } }).map((i) => i.path), ['routes[0].allow'])
+  t.same(withRoute({ public: true, require: { mfa: true } }).map((i) => i.path), ['routes[0].require'])
+  t.match(withRoute({ public: true, allow: {} })[0]?.message, 'public route', 'even an empty rule')
+  t.same(withRoute({ public: true }), [])
+  t.same(withRoute({ public: false, allow: { groups: ['admins'] }, require: { mfa: true, acr: ['x'], maxAuthAge: '5m' } }), [])
+
+  const raw = base()
+  raw.routes.push({ match: { pathPrefix: '/pub' }, upstream: 'http://127.0.0.1:8080', public: true, require: { maxAuthAge: '1m' } })
+  t.same(issuesOf(raw).map((i) => i.path), ['routes[1].require'], 'named by its own index')
+})
