@@ -95,7 +95,7 @@ t.test('portcullis check reports what the provider offers', async (t) => {
     ok.stdout.split('\n').filter((l) => l.startsWith('warning: routes[')),
     [
       'warning: routes[0] (any host /): admits every signed-in user — add routes[0].allow or access.defaultAllow',
-      'warning: routes[3] (app.example /any): admits every signed-in user — add routes[3].allow or access.defaultAllow',
+      'warning: routes[3] (app.example /any): admits every signed-in user — routes[3].allow has no condition',
     ],
     'after the report: the protected routes without a condition; a route with a rule and a public one are not listed',
   )
