@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Route } from '../policy/routes.ts'
 import type { Session } from '../session/model.ts'
+import type { Identity } from '../policy/identity.ts'
 import { errorResponse } from './errors.ts'
 
 /**
@@ -27,6 +28,8 @@ interface DecisionBase {
   readonly route: Route | null
   /** The session the request was decided with (the newest state, after any refresh). */
   readonly session: Session | null
+  /** Who a bearer token was decided for (no session): its identity, for the access line. */
+  readonly bearer?: Identity | undefined
   /** Why a request was refused or failed, for the access line. */
   readonly error?: unknown
   readonly notes: readonly Note[]
@@ -59,7 +62,7 @@ export interface AnswerDecision extends DecisionBase {
 
 export type Decision = ForwardDecision | AnswerDecision
 
-export type Extras = Pick<DecisionBase, 'label' | 'route' | 'session' | 'notes'> & { readonly error?: unknown }
+export type Extras = Pick<DecisionBase, 'label' | 'route' | 'session' | 'notes' | 'bearer'> & { readonly error?: unknown }
 
 /** Headers as flat pairs, `set-cookie` lines each on their own. */
 export function pairsOf(headers: ResponseHeaders): string[] {

@@ -85,7 +85,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
       const error = outcome.error ?? decision.error
       // With `logging.requests: false` only failures are written: 5xx, cut answers, clients gone.
       if (!everyRequest && status < 500 && outcome.logFields === undefined) return
-      const entry: AccessEntry = { reqId: id, method, path, route: decision.label, status, durationMs: elapsedMs(started), sub: decision.session?.sub }
+      const entry: AccessEntry = { reqId: id, method, path, route: decision.label, status, durationMs: elapsedMs(started), sub: decision.session?.sub ?? decision.bearer?.sub }
       // Only failures carry more (no spread of empty objects on every request).
       logAccess(error === undefined && outcome.logFields === undefined ? entry : { ...entry, ...(error === undefined ? {} : { err: error }), ...outcome.logFields })
     })

@@ -96,6 +96,6 @@ function record(ctx: RequestContext, decision: Decision): void {
   ctx.label = decision.label
   ctx.route = decision.route
   ctx.session = decision.session
-  ctx.identity = decision.session === null ? null : { sub: decision.session.sub, claims: decision.session.claims }
+  ctx.identity = decision.session === null ? (decision.bearer ?? null) : { sub: decision.session.sub, claims: decision.session.claims }
   if (decision.error !== undefined) ctx.error = decision.error
 }

@@ -201,8 +201,8 @@ async function bearerRequest(rt: Runtime, facts: RequestFacts, mode: Mode, route
   }
   const subject = result.subject
   const verdict = route.policy.judge(subject, facts.now)
-  if (verdict.kind !== 'allow') return refuse(rt, facts, mode, route, verdict, true, NONE, extras)
-  return allow(rt, facts, mode, route, { session: null, identity: subject, sessionValue: null, anonymous: false }, NONE, label, notes)
+  if (verdict.kind !== 'allow') return refuse(rt, facts, mode, route, verdict, true, NONE, { ...extras, bearer: subject })
+  return { ...(await allow(rt, facts, mode, route, { session: null, identity: subject, sessionValue: null, anonymous: false }, NONE, label, notes)), bearer: subject }
 }
 
 /** The target's query has an `access_token` parameter (RFC 6750 §2.3), which is never read as a credential. */

@@ -74,6 +74,16 @@ function testBed(_sub: Test): Promise<Bed> {
   return bed
 }
 
+/** The access line of a request id (the fast lane writes its lines in batches: wait a little). */
+async function waitForLine(lane: { logs: Array<Record<string, unknown>> }, id: string): Promise<Record<string, unknown> | undefined> {
+  for (let i = 0; i < 50; i++) {
+    const line = lane.logs.find((l) => l.msg === 'request' && l.reqId === id)
+    if (line !== undefined) return line
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return undefined
+}
+
 /** The attributes of a `WWW-Authenticate: Bearer ...` challenge. */
 function challenge(res: TestResponse): Record<string, string> {
   const header = String(res.headers['www-authenticate'] ?? '')
@@ -102,6 +112,9 @@ t.test('a valid token of the provider: forwarded with identity headers, without 
     t.equal(record?.headers['x-auth-request-groups'], 'admins,engineering', 'groups, from the token')
     t.equal(record?.headers.authorization, undefined, 'the token does not reach the app')
     t.equal(res.headers['set-cookie'], undefined, 'no cookie: a bearer request makes no session')
+    const id = String(res.headers['x-request-id'])
+    const line = await waitForLine(lane, id)
+    t.equal(line?.sub, 'alice', "the access line names the token's user")
   }
   const { record } = await upstreamSaw(stack, () => request(`${stack.proxy.url}/api-pass/x`, { headers: bearer(tokens.alice) }))
   t.equal(record?.headers.authorization, `Bearer ${tokens.alice}`, 'passClientAuthorization keeps it')
