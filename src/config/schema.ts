@@ -119,26 +119,20 @@ const emailDomain = z.string().regex(/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, 'must 
  * Who may use a route (`routes[].allow`, `access.defaultAllow`). Every condition that is given must
  * hold; a list holds when the user has one of its entries; `any` holds when one of its rules does.
  */
-export interface AllowRuleInput {
+interface AllowRuleShape<Matcher, Self> {
   emails?: string[] | undefined
   domains?: string[] | undefined
   unverifiedEmail?: boolean | undefined
   groups?: string[] | undefined
   roles?: string[] | undefined
   organizations?: string[] | undefined
-  claims?: Record<string, unknown> | undefined
-  any?: AllowRuleInput[] | undefined
+  claims?: Record<string, Matcher> | undefined
+  any?: Self[] | undefined
 }
-export interface AllowRule {
-  emails?: string[] | undefined
-  domains?: string[] | undefined
-  unverifiedEmail?: boolean | undefined
-  groups?: string[] | undefined
-  roles?: string[] | undefined
-  organizations?: string[] | undefined
-  claims?: Record<string, ClaimMatcher> | undefined
-  any?: AllowRule[] | undefined
-}
+/** An allow rule as written in the file (recursive through `any`: zod needs the type spelled out). */
+export interface AllowRuleInput extends AllowRuleShape<unknown, AllowRuleInput> {}
+/** An allow rule after parsing (claim matchers normalized). */
+export interface AllowRule extends AllowRuleShape<ClaimMatcher, AllowRule> {}
 export interface ClaimMatcher {
   equals?: string | number | boolean | undefined
   anyOf?: (string | number | boolean)[] | undefined
