@@ -394,11 +394,14 @@ export async function openSession(rt: Runtime, headers: RequestFacts['headers'])
 /**
  * Whether a session that was allowed earlier still would be, for what outlives one request (an open
  * WebSocket): the cookie value still loads that session (absolute lifetime, idle timeout, a store
- * that lost it) and it is not revoked.
+ * that lost it), it is not revoked, and the route's rules still allow it (a `require.maxAuthAge`
+ * passes while the socket is open). `route`: the one the handshake was decided for, with its rules.
  */
-export async function stillLive(rt: Runtime, sessionValue: string, sessionId: string): Promise<boolean> {
+export async function stillLive(rt: Runtime, sessionValue: string, sessionId: string, route: Route | null): Promise<boolean> {
   const loaded = await rt.sessions.load(sessionValue)
-  return loaded !== null && loaded.session.id === sessionId && !(await rt.revocations.isRevoked(loaded.session))
+  if (loaded === null || loaded.session.id !== sessionId || (await rt.revocations.isRevoked(loaded.session))) return false
+  const s = loaded.session
+  return route === null || route.policy.judge({ sub: s.sub, claims: s.claims, authTime: s.authTime }, rt.clock.now()).kind === 'allow'
 }
 
 /** A session that ended here: forgotten in the store, its cookies cleared. */

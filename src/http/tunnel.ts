@@ -90,7 +90,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
     await Promise.all(
       [...open].map(async (tunnel) => {
         if (tunnel.sessionValue === null || tunnel.sessionId === null) return
-        if (!(await stillLive(rt, tunnel.sessionValue, tunnel.sessionId))) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
+        if (!(await stillLive(rt, tunnel.sessionValue, tunnel.sessionId, tunnel.route))) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
       }),
     )
   }
@@ -216,7 +216,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
       socket.write(`${lines.join('\r\n')}\r\n\r\n`)
       log(101)
       // Bytes that came with either side's handshake are the first frames of each direction.
-      const tunnel = new Tunnel(socket, upSocket, head, upHead, decision.sessionValue, decision.session?.id ?? null, (t) => {
+      const tunnel = new Tunnel(socket, upSocket, head, upHead, decision.sessionValue, decision.session?.id ?? null, decision.route, (t) => {
         open.delete(t)
         unwatch()
       })
@@ -318,6 +318,8 @@ function ownPairs(decision: ForwardDecision, upgrade: boolean): string[] {
 class Tunnel {
   readonly sessionValue: string | null
   readonly sessionId: string | null
+  /** The route the handshake was decided for (its rules are judged again by `stillLive`). */
+  readonly route: ForwardDecision['route'] | null
   readonly #client: Duplex
   readonly #upstream: Duplex
   readonly #toUpstream = new FrameBoundaries()
@@ -328,11 +330,21 @@ class Tunnel {
   #gone = false
   readonly #onGone: (t: Tunnel) => void
 
-  constructor(client: Duplex, upstream: Duplex, clientHead: Buffer, upstreamHead: Buffer, sessionValue: string | null, sessionId: string | null, onGone: (t: Tunnel) => void) {
+  constructor(
+    client: Duplex,
+    upstream: Duplex,
+    clientHead: Buffer,
+    upstreamHead: Buffer,
+    sessionValue: string | null,
+    sessionId: string | null,
+    route: ForwardDecision['route'] | null,
+    onGone: (t: Tunnel) => void,
+  ) {
     this.#client = client
     this.#upstream = upstream
     this.sessionValue = sessionValue
     this.sessionId = sessionId
+    this.route = route
     this.#onGone = onGone
     for (const s of [client, upstream] as Array<Duplex & { setNoDelay?: (v: boolean) => void; setTimeout?: (ms: number) => void }>) {
       s.setNoDelay?.(true)

@@ -210,6 +210,21 @@ t.test('the absolute lifetime ends it, however active the session', async (t) =>
   t.equal((await s.end).code, 1008, 'closed with 1008 at maxAge')
 })
 
+t.test("the route's rules are held while it is open: a require.maxAuthAge passing ends it", async (t) => {
+  const s = await openWithSession(t, {
+    overrides: ({ upstream }) => ({
+      session: { idleTimeout: '2h', maxAge: '12h' },
+      routes: [{ match: { pathPrefix: '/' }, upstream, require: { maxAuthAge: '30m' } }],
+    }),
+  })
+  s.clock.advance(28 * 60_000)
+  await s.proxy.app.tunnels.sweep()
+  t.equal(s.proxy.app.tunnels.size, 1, 'still open while the login is recent enough')
+  s.clock.advance(3 * 60_000)
+  await s.proxy.app.tunnels.sweep()
+  t.equal((await s.end).code, 1008, 'closed with 1008 once the login is older than maxAuthAge')
+})
+
 t.test('the check runs on its own timer', async (t) => {
   const s = await openWithSession(t, { runtime: { app: { tunnelCheckMs: 100 } }, overrides: { session: { idleTimeout: '10m', maxAge: '1h' } } })
   s.clock.advance(11 * 60_000)
