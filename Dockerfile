@@ -22,7 +22,8 @@ COPY --from=build /app/dist ./dist
 USER 65532:65532
 EXPOSE 4180
 # no curl or wget in distroless: probe /healthz with node itself (Kubernetes ignores this; use probes)
+# The probe reads server.listen from the same config, so it follows a port set there.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["/nodejs/bin/node", "-e", "fetch('http://127.0.0.1:4180/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["/nodejs/bin/node", "dist/main.js", "healthcheck", "--config", "/etc/portcullis/config.yaml"]
 # the image's entrypoint is /nodejs/bin/node; node runs as PID 1 and main.ts handles SIGTERM/SIGINT
 CMD ["dist/main.js", "--config", "/etc/portcullis/config.yaml"]

@@ -25,6 +25,7 @@ import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from 
 const USAGE = `usage: portcullis [run] [--config FILE]
        portcullis check --config FILE
        portcullis explain --config FILE --url URL [--method GET] [--claims JSON] [--bearer] [--json]
+       portcullis healthcheck --config FILE
        portcullis demo [--port 4180]`
 
 export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
@@ -91,6 +92,12 @@ export async function main(argv: readonly string[], env: Record<string, string |
       }
       return explain(file, env, { url: v.url, method: v.method, claims, bearer: v.bearer === true, json: v.json === true })
     }
+    case 'healthcheck':
+      if (file === undefined) {
+        process.stderr.write(`portcullis healthcheck needs --config FILE\n${USAGE}\n`)
+        return 2
+      }
+      return healthcheck(file, env)
     case 'demo':
       return runDemo(Number(parsed.values.port ?? 4180))
     default:
@@ -121,6 +128,26 @@ function load(file: string, env: Record<string, string | undefined>, during: 'st
     return null
   }
   return result
+}
+
+/**
+ * `portcullis healthcheck`: the container's HEALTHCHECK. GET /healthz on the address `server.listen`
+ * names (a wildcard address is asked on loopback), so the probe follows the config instead of a port
+ * written into the image. Exit 0 when it answers 200, 1 otherwise (2 for a config it cannot read).
+ */
+async function healthcheck(file: string, env: Record<string, string | undefined>): Promise<number> {
+  const loaded = load(file, env)
+  if (loaded === null) return 2
+  const { host, port } = listenAddress(loaded.config.server.listen)
+  const ask = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host
+  try {
+    const res = await fetch(`http://${ask}:${port}/healthz`, { signal: AbortSignal.timeout(2500) })
+    if (res.status === 200) return 0
+    process.stderr.write(`healthcheck: http://${ask}:${port}/healthz answered ${res.status}\n`)
+  } catch (err) {
+    process.stderr.write(`healthcheck: http://${ask}:${port}/healthz: ${(err as Error).message}\n`)
+  }
+  return 1
 }
 
 function listenAddress(listen: string): { host: string; port: number } {

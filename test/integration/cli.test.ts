@@ -63,6 +63,9 @@ t.test('unknown command and missing --config for check exit 2', async (t) => {
   const check = await runCli(['check'])
   t.equal(check.code, 2)
   t.match(check.stderr, /needs --config/)
+  const hc = await runCli(['healthcheck'])
+  t.equal(hc.code, 2, 'healthcheck without a config: exit 2')
+  t.match(hc.stderr, /healthcheck needs --config/)
 })
 
 t.test('portcullis check reports what the provider offers', async (t) => {

@@ -487,11 +487,14 @@ t.test('the image built from the Dockerfile starts, answers health checks and st
   t.equal(ready.status, 503, '/readyz answers 503 while the provider is down')
   t.match(await ready.json(), { status: 'not ready' })
 
-  // The image's own HEALTHCHECK command, pointed at our port instead of the EXPOSEd one.
+  // The image's own HEALTHCHECK command, with its config path pointed at ours: it must find the port
+  // in server.listen (this config listens on a port the OS picked, not the EXPOSEd one).
   const hcArgs = execForm(/\bCMD\s+(\[[\s\S]*\])\s*$/.exec(last(runtimeStage, 'HEALTHCHECK')?.args ?? '')?.[1] ?? '') ?? []
   const exposed = last(runtimeStage, 'EXPOSE')?.args.split(/[\s/]/)[0] ?? '4180'
-  t.ok(hcArgs.some((a) => a.includes(`:${exposed}/healthz`)), `HEALTHCHECK probes the EXPOSEd port ${exposed}`)
-  const hcHere = hcArgs.slice(1).map((a) => a.replaceAll(`:${exposed}/`, `:${port}/`))
+  t.notOk(hcArgs.some((a) => a.includes(`:${exposed}`)), 'HEALTHCHECK does not hard-code a port: it reads server.listen')
+  t.ok(hcArgs.includes(cmd[cfgIndex + 1] as string), 'HEALTHCHECK reads the config the CMD runs with')
+  t.not(String(port), exposed, 'this run listens elsewhere than the EXPOSEd port')
+  const hcHere = hcArgs.slice(1).map((a) => (a === cmd[cfgIndex + 1] ? configFile : a))
   const hcUp = await runProcess(process.execPath, hcHere, { cwd: appDir, env: childEnv, timeoutMs: 10_000 })
   t.equal(hcUp.code, 0, 'HEALTHCHECK command succeeds against the running server')
 
