@@ -353,3 +353,12 @@ export function parseSetCookie(line: string): SetCookie {
   }
   return { name: pair.slice(0, eq).trim(), value: pair.slice(eq + 1).trim(), attrs, line }
 }
+
+/** The attributes of a response's `WWW-Authenticate: Bearer ...` challenge (RFC 6750 §3); `notBearer` when it is another scheme. */
+export function bearerChallenge(res: TestResponse): Record<string, string> {
+  const header = String(res.headers['www-authenticate'] ?? '')
+  const out: Record<string, string> = {}
+  if (!header.startsWith('Bearer ')) return { notBearer: header }
+  for (const m of header.slice(7).matchAll(/([a-z_]+)=(?:"([^"]*)"|([^\s,]+))/g)) out[m[1] as string] = m[2] ?? m[3] ?? ''
+  return out
+}

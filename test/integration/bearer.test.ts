@@ -14,7 +14,7 @@ import { SignJWT, type JWTPayload } from 'jose'
 import { startApp, startStack, reservePort, type RunningPortcullis, type Stack } from '../helpers/portcullis.ts'
 import { startBadProvider, type BadProvider } from '../helpers/bad-provider.ts'
 import { providerToken } from '../helpers/provider-token.ts'
-import { request, type TestResponse } from '../helpers/http.ts'
+import { bearerChallenge as challenge, request, type TestResponse } from '../helpers/http.ts'
 import { NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import type { EchoRecord } from '../helpers/upstream.ts'
@@ -82,15 +82,6 @@ async function waitForLine(lane: { logs: Array<Record<string, unknown>> }, id: s
     await new Promise((r) => setTimeout(r, 20))
   }
   return undefined
-}
-
-/** The attributes of a `WWW-Authenticate: Bearer ...` challenge. */
-function challenge(res: TestResponse): Record<string, string> {
-  const header = String(res.headers['www-authenticate'] ?? '')
-  const out: Record<string, string> = {}
-  if (!header.startsWith('Bearer ')) return { notBearer: header }
-  for (const m of header.slice(7).matchAll(/([a-z_]+)=(?:"([^"]*)"|([^\s,]+))/g)) out[m[1] as string] = m[2] ?? m[3] ?? ''
-  return out
 }
 
 async function upstreamSaw(stack: Stack, send: () => Promise<TestResponse>): Promise<{ res: TestResponse; record: EchoRecord | undefined }> {

@@ -12,19 +12,10 @@ import t from 'tap'
 import { decodeJwt } from 'jose'
 import { startApp, startStack } from '../helpers/portcullis.ts'
 import { providerToken } from '../helpers/provider-token.ts'
-import { request, type TestResponse } from '../helpers/http.ts'
+import { bearerChallenge as challenge, request, type TestResponse } from '../helpers/http.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 
 const bob = DEMO_USERS[1]!
-
-/** The attributes of a `WWW-Authenticate: Bearer ...` challenge. */
-function challenge(res: TestResponse): Record<string, string> {
-  const header = String(res.headers['www-authenticate'] ?? '')
-  const out: Record<string, string> = {}
-  if (!header.startsWith('Bearer ')) return { notBearer: header }
-  for (const m of header.slice(7).matchAll(/([a-z_]+)=(?:"([^"]*)"|([^\s,]+))/g)) out[m[1] as string] = m[2] ?? m[3] ?? ''
-  return out
-}
 
 /** What an MCP client sends (Streamable HTTP): a JSON-RPC POST. */
 function mcpCall(url: string, token?: string): Promise<TestResponse> {

@@ -8,35 +8,13 @@
  * browser here. Without it this test FAILS, it never skips.
  */
 import t, { type Test } from 'tap'
-import { existsSync } from 'node:fs'
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
+import { launchBrowser } from '../helpers/browser.ts'
 import { startStack } from '../helpers/portcullis.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
-const LAUNCH_ARGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-]
-const NAV_TIMEOUT_MS = 15_000
-
-async function launch(t: Test): Promise<{ browser: Browser; context: BrowserContext; page: Page } | undefined> {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`${CHROMIUM} not found: run scripts/install-system-deps.sh (installs Debian's chromium) and try again`)
-    return undefined
-  }
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS })
-  t.teardown(() => browser.close())
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  page.setDefaultTimeout(NAV_TIMEOUT_MS)
-  page.setDefaultNavigationTimeout(NAV_TIMEOUT_MS)
-  return { browser, context, page }
+function launch(t: Test): ReturnType<typeof launchBrowser> {
+  return launchBrowser(t)
 }
 
 /** The provider's login form is on the page: inputs named login and password. */

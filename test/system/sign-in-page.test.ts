@@ -11,43 +11,24 @@
  * never skips.
  */
 import t, { type Test } from 'tap'
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
+import { launchBrowser } from '../helpers/browser.ts'
 import { startStack } from '../helpers/portcullis.ts'
 import { DEMO_USERS } from '../helpers/provider.ts'
 import { decodePng, pixelAt, type DecodedImage, type Rgba } from '../helpers/png.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
-const LAUNCH_ARGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-]
-const NAV_TIMEOUT_MS = 15_000
 const VIEWPORT = { width: 800, height: 900 }
 /** The page's focus colour (src/http/pages.ts). */
 const FOCUS = { r: 0x1d, g: 0x4e, b: 0xd8 }
 const SHOTS = mkdtempSync(join(tmpdir(), 'portcullis-sign-in-'))
 
 async function launch(t: Test, viewport = VIEWPORT): Promise<{ browser: Browser; page: Page } | undefined> {
-  if (!existsSync(CHROMIUM)) {
-    t.fail(`${CHROMIUM} not found: run scripts/install-system-deps.sh (installs Debian's chromium) and try again`)
-    return undefined
-  }
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS })
-  t.teardown(() => browser.close())
   // One CSS pixel is one screenshot pixel, so element boxes index the decoded image directly.
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1, colorScheme: 'light' })
-  const page = await context.newPage()
-  page.setDefaultTimeout(NAV_TIMEOUT_MS)
-  page.setDefaultNavigationTimeout(NAV_TIMEOUT_MS)
-  return { browser, page }
+  const got = await launchBrowser(t, { viewport, deviceScaleFactor: 1, colorScheme: 'light' })
+  return got === undefined ? undefined : { browser: got.browser, page: got.page }
 }
 
 async function screenshot(t: Test, page: Page, name: string): Promise<DecodedImage> {
