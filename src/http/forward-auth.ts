@@ -78,25 +78,43 @@ export function originalRequest(rt: Runtime, headers: IncomingHttpHeaders, peer:
   const forwarded = h['x-original-url'] !== undefined || h['x-forwarded-uri'] !== undefined
   const trusted = forwarded && rt.isTrustedProxy(peer)
   if (trusted) {
-    const given = h['x-original-url']
-    if (typeof given === 'string') return judge(rt, given, single(h['x-original-method']) ?? method)
+    const original = single(h['x-original-url'])
     const uri = single(h['x-forwarded-uri'])
+    let fromForwarded: string | null = null
     if (uri !== undefined) {
       const host = single(h['x-forwarded-host']) ?? h.host
       if (host === undefined || uri.charCodeAt(0) !== SLASH) return INVALID
-      return judge(rt, `${schemeOf(rt, h, true)}://${host}${uri}`, single(h['x-forwarded-method']) ?? method)
+      fromForwarded = `${schemeOf(rt, h, true)}://${host}${uri}`
     }
+    // Each family's controller sets its own headers and passes the client's copies of the other
+    // family's on (ingress-nginx a client's X-Forwarded-Uri, Traefik and Caddy a client's
+    // X-Original-URL): two that name different requests are a forgery, never a choice.
+    if (original !== undefined && fromForwarded !== null && !sameRequest(original, fromForwarded)) return INVALID
+    if (original !== undefined) return judge(rt, original, single(h['x-original-method']) ?? method)
+    if (fromForwarded !== null) return judge(rt, fromForwarded, single(h['x-forwarded-method']) ?? method)
   }
   const ignored = forwarded && !trusted
   if (relay) {
     const suffix = verifySuffix(rt.prefix, rawTarget)
-    if (suffix !== null && suffix !== '' && h.host !== undefined) {
-      // `{prefix}/verify?x`: the query is the check's own, not a path's.
-      if (suffix.charCodeAt(0) === SLASH) return { ...judge(rt, `${schemeOf(rt, h, rt.isTrustedProxy(peer))}://${h.host}${suffix}`, method), ignored }
+    // `{prefix}/verify?x`: the query is the check's own, not a path's.
+    if (suffix !== null && suffix.charCodeAt(0) === SLASH && h.host !== undefined) {
+      return { ...judge(rt, `${schemeOf(rt, h, rt.isTrustedProxy(peer))}://${h.host}${suffix}`, method), ignored }
     }
   }
   return ignored ? UNKNOWN_IGNORED : UNKNOWN
 }
+
+/**
+ * Whether two absolute URLs name the same request: the same authority (case-insensitive) and target;
+ * the scheme is not compared (ingress-nginx blanks X-Forwarded-Proto, a TLS front may say either).
+ */
+function sameRequest(a: string, b: string): boolean {
+  const ma = AUTHORITY_TARGET.exec(a)
+  const mb = AUTHORITY_TARGET.exec(b)
+  if (ma === null || mb === null) return false
+  return (ma[1] as string).toLowerCase() === (mb[1] as string).toLowerCase() && (ma[2] ?? '/') === (mb[2] ?? '/')
+}
+const AUTHORITY_TARGET = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([/?#].*)?$/i
 const SLASH = 0x2f
 const INVALID: Original = { route: 'invalid', method: 'GET', url: null, ignored: false }
 const UNKNOWN: Original = { route: null, method: 'GET', url: null, ignored: false }
@@ -141,11 +159,27 @@ function judge(rt: Runtime, given: string, method: string): Original {
   const raw = m[2] ?? '/'
   const path = normalizePath(raw)
   if (path === null || (!rt.config.server.allowDoubleEncoding && hasDoubleEncoding(path))) return INVALID
-  // The app behind the ingress gets the path as written. One that normalizes to something else
-  // (`/private/%2e%2e/public`) may be read either way there, so it is no public route's: the
-  // check then asks for a session, whatever route the normalized form would match.
-  const route = path !== raw ? null : rt.routes.match(m[1] as string, path)
-  return { route, method: method.toUpperCase(), url: given, ignored: false }
+  const host = m[1] as string
+  const route = path === raw ? rt.routes.match(host, path) : eitherReading(rt, host, raw, path)
+  return route === INVALID_ROUTE ? INVALID : { route, method: method.toUpperCase(), url: given, ignored: false }
 }
+/**
+ * The route of a path that normalization changes (`/public/../admin`, `/admin/..%2e/x`, `//x`): the app
+ * behind the front proxy gets it as written and may read it either way (resolving the dot segments
+ * or not), so it must pass the rules of both readings, the normalized path's route and the route its
+ * raw text falls under. Public is what neither reading needs: a public reading gives way to the
+ * other, two public ones ask for a session (no route), two different protected routes are refused.
+ */
+function eitherReading(rt: Runtime, host: string, raw: string, normalized: string): Route | null | typeof INVALID_ROUTE {
+  const resolved = rt.routes.match(host, normalized)
+  const asWritten = rt.routes.match(host, raw)
+  const a = resolved?.public === true ? null : resolved
+  const b = asWritten?.public === true ? null : asWritten
+  if (a === null) return b
+  if (b === null || a === b) return a
+  return INVALID_ROUTE
+}
+const INVALID_ROUTE = Symbol('invalid')
+
 /** scheme://authority[/path][?query][#fragment]; the authority without userinfo, `\` or spaces. */
 const ORIGINAL_URL = /^https?:\/\/([^/?#@\\\s]+)(\/[^?#]*)?(?:[?#].*)?$/i

@@ -109,6 +109,23 @@ t.test('a denied user gets 403, a step-up is a redirect (relay) or a 401 (nginx 
   t.equal(deniedCheck.status, 403, '/oauth2/auth: 403')
   for (const h of IDENTITY_NAMES) t.equal(deniedCheck.headers[h], undefined, `no ${h} on a 403`)
 
+  // A path the app may read either way must pass the rules of both readings.
+  for (const uri of ['/public/../admin/panel', '/reports/../admin/panel', '/public/%2e%2e/admin/panel', '/x//../admin/panel']) {
+    t.equal((await request(`${proxy.url}/oauth2/verify`, { jar, headers: { ...API, ...forwarded('GET', 'https', 'app.example', uri) } })).status, 403, `bob: ${uri} is /admin once resolved: 403`)
+    t.equal((await request(`${proxy.url}/oauth2/auth`, { jar, headers: { 'x-original-url': `https://app.example${uri}` } })).status, 403, `/oauth2/auth, bob: ${uri}: 403`)
+  }
+  t.equal((await request(`${proxy.url}/oauth2/verify`, { jar, headers: { ...API, ...forwarded('GET', 'https', 'app.example', '/admin/../reports') } })).status, 403, 'read as written it is /admin: 403 for bob')
+  const alices = (await login({ proxyUrl: proxy.url })).jar
+  t.equal((await request(`${proxy.url}/oauth2/verify`, { jar: alices, headers: { ...API, ...forwarded('GET', 'https', 'app.example', '/public/../admin/panel') } })).status, 200, 'alice passes both readings')
+
+  // A client's copy of the other family's header, passed on by the controller, never wins.
+  const forgedOriginal = await request(`${proxy.url}/oauth2/verify`, { headers: { ...API, 'x-original-url': 'https://app.example/public/x', ...forwarded('GET', 'https', 'app.example', '/reports') } })
+  t.equal(forgedOriginal.status, 403, 'Traefik/Caddy: a client X-Original-URL that disagrees with X-Forwarded-Uri is refused')
+  const forgedForwarded = await request(`${proxy.url}/oauth2/auth`, { headers: { 'x-original-url': 'https://app.example/reports', ...forwarded('GET', 'https', 'app.example', '/public/x') } })
+  t.equal(forgedForwarded.status, 403, 'ingress-nginx: a client X-Forwarded-Uri that disagrees with X-Original-URL is refused')
+  const agreeing = await request(`${proxy.url}/oauth2/verify`, { headers: { ...API, 'x-original-url': 'http://APP.example/public/x', ...forwarded('GET', 'https', 'app.example', '/public/x') } })
+  t.equal(agreeing.status, 200, 'both naming the same request (scheme and host case aside): believed')
+
   const strong = forwarded('GET', 'https', 'app.example', '/strong/x')
   const stepUp = await request(`${proxy.url}/oauth2/verify`, { jar, headers: { ...BROWSER, ...strong } })
   t.equal(stepUp.status, 302, 'relay: a step-up is a login again')
