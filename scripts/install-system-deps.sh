@@ -2,23 +2,25 @@
 # Install the system packages the system tests need that npm cannot provide (`npm run test:system`):
 # - Debian's Chromium for the end-to-end browser test (test/system/browser.test.ts drives
 #   /usr/bin/chromium with playwright-core; `npx playwright install` cannot download its own browser here);
-# - nginx for forward-auth behind a real auth_request (test/system/nginx-auth-request.test.ts).
+# - nginx for forward-auth behind a real auth_request (test/system/nginx-auth-request.test.ts);
+# - Caddy for forward-auth behind a real forward_auth (test/system/caddy-forward-auth.test.ts).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/bin/caddy ] || missing+=(caddy)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-system-deps: chromium and nginx already installed; nothing to do"
+  echo "install-system-deps: chromium, nginx and caddy already installed; nothing to do"
   exit 0
 fi
 
 . "$(dirname "$0")/lib/apt-install.sh"
 apt_install install-system-deps "${missing[@]}"
 
-for bin in /usr/bin/chromium /usr/sbin/nginx; do
+for bin in /usr/bin/chromium /usr/sbin/nginx /usr/bin/caddy; do
   if [ ! -x "$bin" ]; then
     echo "install-system-deps: apt-get finished but $bin is still missing" >&2
     exit 1
