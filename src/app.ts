@@ -15,12 +15,13 @@ import { createTunnels, type Tunnels } from './http/tunnel.ts'
 import { trackConnections, type ConnectionTracker } from './http/drain.ts'
 import { markExpectsContinue } from './http/execute.ts'
 import { registerStart } from './http/routes/start.ts'
+import { verifySuffix } from './http/forward-auth.ts'
 import { registerSignIn } from './http/routes/sign-in.ts'
 import { registerCallback } from './http/routes/callback.ts'
 import { registerSignOut } from './http/routes/sign-out.ts'
 import { registerUserinfo } from './http/routes/userinfo.ts'
 import { registerBackchannel } from './http/routes/backchannel.ts'
-import { registerAuthCheck } from './http/routes/auth-check.ts'
+import { registerAuthCheck, registerVerify } from './http/routes/auth-check.ts'
 import { registerAssertionJwks } from './http/routes/assertion-jwks.ts'
 import { registerDebug } from './http/routes/debug.ts'
 import { registerResourceMetadata } from './http/routes/resource-metadata.ts'
@@ -135,6 +136,8 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       )
     },
     rewriteUrl: (req) => {
+      // The relay check is routed on its raw target (the original path follows it as written).
+      if (verifySuffix(runtime.prefix, req.url ?? '/') !== null) return req.url as string
       const { path, target } = normalizeTarget(req.url ?? '/')
       if (path === null) {
         ;(req as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] = true
@@ -191,6 +194,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   registerUserinfo(app, holder)
   registerBackchannel(app, holder)
   registerAuthCheck(app, holder, fastifyLane)
+  registerVerify(app, holder)
   registerAssertionJwks(app)
   registerDebug(app, holder)
   registerResourceMetadata(app, holder, fastifyLane)

@@ -38,6 +38,11 @@ declare module 'fastify' {
      * there, inside `decide`, so its refusals are answered as that mode answers them (401 for the check).
      */
     decides?: boolean
+    /**
+     * The route is answered with the pipeline's whole decision in this mode from the `onRequest`
+     * hook, before any body is read (the relay check, which takes every method).
+     */
+    decidesEarly?: 'verify'
   }
 }
 

@@ -9,6 +9,7 @@ import { CLIENT_CLOSED, type RelayOutcome, type UpstreamPools } from './upstream
 import { writeError } from './errors.ts'
 import { createAccessWriter, type AccessEntry } from './logging.ts'
 import { writeNotes } from './notes.ts'
+import { verifySuffix } from './forward-auth.ts'
 
 /**
  * The fast lane: a proxied request, and the forward-auth check, are decided and answered on Node's
@@ -109,12 +110,17 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
 
   return {
     wrap(fastify) {
-      const checkPath = `${holder.current.prefix}/auth`
+      const prefix = holder.current.prefix
+      const checkPath = `${prefix}/auth`
+      const verifyPath = `${prefix}/verify`
       return function fastLane(req: IncomingMessage, res: ServerResponse): void {
         const url = req.url ?? ''
         const method = req.method as string
         if (!open || url.charCodeAt(0) !== SLASH) return fastify(req, res)
         if (!PROXIED_METHODS.has(method)) return fastify(req, res)
+        // The relay check, any method (Envoy sends the original's), on its raw target: the path
+        // after it is the original's as written, never normalized into one of ours.
+        if (url.startsWith(verifyPath) && verifySuffix(prefix, url) !== null) return take(req, res, url, verifyPath, url, 'verify')
         const { path, target } = normalizeTarget(url)
         if (path === checkPath && method === 'GET') return take(req, res, url, path, target, 'check')
         if (path !== null && (path.includes('%') || ownPaths.has(path))) return fastify(req, res)

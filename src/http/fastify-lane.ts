@@ -7,6 +7,8 @@ import { logRequest } from './logging.ts'
 import { writeNotes } from './notes.ts'
 import { screenRequest, type Decide, type Mode } from './pipeline.ts'
 import { CLIENT_CLOSED, type UpstreamPools } from './upstream.ts'
+import { PortcullisError } from '../errors.ts'
+import { verifySuffix } from './forward-auth.ts'
 
 /**
  * The Fastify path: requests the fast lane hands over (`http/fast-lane.ts`): paths with a
@@ -55,7 +57,8 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
     // A target that could not be normalized was routed to a placeholder (`rewriteUrl`): the pipeline
     // decides on what the client sent.
     const rejected = (request.raw as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] === true
-    const target = rejected ? { path: null, target: request.originalUrl } : normalizeTarget(request.url)
+    // The relay check judges its raw target (`originalRequest`).
+    const target = mode === 'verify' ? { path: `${rt.prefix}/verify`, target: request.originalUrl } : rejected ? { path: null, target: request.originalUrl } : normalizeTarget(request.url)
     const decision = await opts.decide(rt, factsOf(request.raw, target, request.id, rt.clock.now()), mode)
     record(ctx, decision)
     if (decision.notes.length > 0) writeNotes(request.log, decision.notes)
@@ -72,6 +75,13 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
       if (config.kind === 'proxy') {
         // Before the body is read: a forward streams it upstream, a refusal never reads it.
         run(request, reply, await decideFor(request, 'proxy'))
+        return
+      }
+      if (config.decidesEarly !== undefined) {
+        // Only a target that is the check as sent: `/oauth2/%76erify/x` was routed here once
+        // normalized, and is no check.
+        if (verifySuffix(rt.prefix, request.originalUrl) === null) throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
+        run(request, reply, await decideFor(request, config.decidesEarly))
         return
       }
       // Portcullis's own routes and ops: step 1 of the pipeline, then their handlers. A client

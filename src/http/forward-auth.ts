@@ -6,9 +6,10 @@ import type { Identity } from '../policy/identity.ts'
 import type { Runtime } from '../runtime.ts'
 
 /**
- * The forward-auth check's pieces that the pipeline uses (`decide` in mode `check`): which request is
- * being checked (`originalRoute`), and the headers of an allowing 200 (`allowPairs`).
+ * The forward-auth checks' pieces that the pipeline uses (`decide` in modes `check` and `verify`):
+ * which request is being checked (`originalRequest`), and the headers of an allowing 200 (`allowPairs`).
  */
+/** The nginx family's check (`{prefix}/auth`), for the access line. */
 export const CHECK_LABEL = 'auth:check'
 
 /**
@@ -37,29 +38,114 @@ export function allowPairs(rt: Runtime, identity: Identity | null, session: Sess
 }
 const PAIRS = new WeakMap<object, { readonly rt: Runtime; readonly pairs: readonly string[] }>()
 
+/** The relay family's check (`{prefix}/verify`), for the access line. */
+export const VERIFY_LABEL = 'auth:verify'
+
 /**
- * The route of the request being checked, from `X-Original-URL` (absolute, as ingress-nginx sends
- * it) when a trusted proxy sent it; null when there is none to go by (then a session is required);
- * 'invalid' when it is not a plain absolute http(s) URL or its path cannot be normalized safely.
- * The authority and path are taken from the header as written, not through `new URL()`: a URL parser
- * turns `\` into `/`, resolves dot segments and decodes the host, so `/private/x\..\..\public/`
- * would match a public route while nginx sends it to the app as it is. Userinfo (`a@host`),
- * anything `normalizePath` refuses and a double-encoded path (unless allowed) make it invalid; a path that normalization would change is matched
- * to no route (a session is required).
+ * The request a forward-auth check asks about, as the pipeline judges it.
+ * - `route`: its route; null when there is none to go by (then a session is required, under
+ *   `access.defaultAllow`); 'invalid' when the URL is not a plain absolute http(s) URL or its path
+ *   cannot be normalized safely (a 403).
+ * - `method`: the original method (the check's own when no source names one).
+ * - `url`: the original absolute URL (the login's `rd`), or null when it is not known.
+ * - `ignored`: the forwarding headers an untrusted peer sent, which were not believed (for the log:
+ *   the usual cause of a redirect loop behind a front proxy that is not in `server.trustedProxies`).
  */
-export function originalRoute(rt: Runtime, headers: IncomingHttpHeaders, peer: string): Route | null | 'invalid' {
-  const given = headers['x-original-url']
-  if (typeof given !== 'string' || !rt.isTrustedProxy(peer)) return null
+export interface Original {
+  readonly route: Route | null | 'invalid'
+  readonly method: string
+  readonly url: string | null
+  readonly ignored: boolean
+}
+
+/**
+ * The original request of a forward-auth check, from the first source there is:
+ * 1. `X-Original-URL` (absolute) and `X-Original-Method`: ingress-nginx, plain nginx;
+ * 2. `X-Forwarded-Uri` (path and query) with `X-Forwarded-Host` (else the check's Host),
+ *    `X-Forwarded-Proto` (else the public URL's scheme) and `X-Forwarded-Method`: Traefik, Caddy;
+ * 3. for the relay check only, the check request itself, Envoy's ext_authz way: its method, its
+ *    Host and the path after `{prefix}/verify` (Envoy's `path_prefix`), with `X-Forwarded-Proto`.
+ * The headers of 1 and 2 are believed only from a peer in `server.trustedProxies`; 3 needs no
+ * trust, as it is the check's own URL. With none of them the check is judged on no route.
+ * The check's own query string is never read (Caddy appends the original query to it), except as
+ * part of the original path in 3.
+ *
+ * `rawTarget` is the check's request target as the client sent it (not normalized: a suffix
+ * `/../admin` must be judged as the app behind the gateway will read it, not as a path of ours).
+ */
+export function originalRequest(rt: Runtime, headers: IncomingHttpHeaders, peer: string, method: string, rawTarget: string, relay: boolean): Original {
+  const h = headers
+  const forwarded = h['x-original-url'] !== undefined || h['x-forwarded-uri'] !== undefined
+  const trusted = forwarded && rt.isTrustedProxy(peer)
+  if (trusted) {
+    const given = h['x-original-url']
+    if (typeof given === 'string') return judge(rt, given, single(h['x-original-method']) ?? method)
+    const uri = single(h['x-forwarded-uri'])
+    if (uri !== undefined) {
+      const host = single(h['x-forwarded-host']) ?? h.host
+      if (host === undefined || uri.charCodeAt(0) !== SLASH) return INVALID
+      return judge(rt, `${schemeOf(rt, h, true)}://${host}${uri}`, single(h['x-forwarded-method']) ?? method)
+    }
+  }
+  const ignored = forwarded && !trusted
+  if (relay) {
+    const suffix = verifySuffix(rt.prefix, rawTarget)
+    if (suffix !== null && suffix !== '' && h.host !== undefined) {
+      // `{prefix}/verify?x`: the query is the check's own, not a path's.
+      if (suffix.charCodeAt(0) === SLASH) return { ...judge(rt, `${schemeOf(rt, h, rt.isTrustedProxy(peer))}://${h.host}${suffix}`, method), ignored }
+    }
+  }
+  return ignored ? UNKNOWN_IGNORED : UNKNOWN
+}
+const SLASH = 0x2f
+const INVALID: Original = { route: 'invalid', method: 'GET', url: null, ignored: false }
+const UNKNOWN: Original = { route: null, method: 'GET', url: null, ignored: false }
+const UNKNOWN_IGNORED: Original = { ...UNKNOWN, ignored: true }
+
+/**
+ * What follows `{prefix}/verify` in a raw request target: '' for the bare path (with or without a
+ * query), `/rest...` for Envoy's prefixed form, `?...` never (the bare path's query is dropped);
+ * null when the target is not the relay check at all (`{prefix}/verifyx`, or anything else).
+ */
+export function verifySuffix(prefix: string, rawTarget: string): string | null {
+  const base = `${prefix}/verify`
+  if (!rawTarget.startsWith(base)) return null
+  const next = rawTarget.charCodeAt(base.length)
+  if (Number.isNaN(next) || next === QUESTION) return ''
+  return next === SLASH ? rawTarget.slice(base.length) : null
+}
+const QUESTION = 0x3f
+
+/** The first value of a header that may be sent once; a list (`a, b`) is taken as written. */
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
+}
+
+/** The original scheme: a trusted `X-Forwarded-Proto` (`http`/`https`), else the public URL's. */
+function schemeOf(rt: Runtime, h: IncomingHttpHeaders, trusted: boolean): string {
+  const proto = trusted ? single(h['x-forwarded-proto'])?.toLowerCase() : undefined
+  return proto === 'http' || proto === 'https' ? proto : rt.publicUrl.protocol.slice(0, -1)
+}
+
+/**
+ * An absolute original URL judged: its route, taken from the authority and path as written, not
+ * through `new URL()`: a URL parser turns `\` into `/`, resolves dot segments and decodes the host,
+ * so `/private/x\..\..\public/` would match a public route while the app behind the front proxy
+ * gets it as it is. Userinfo (`a@host`), anything `normalizePath` refuses and a double-encoded path
+ * (unless allowed) make it invalid; a path that normalization would change is matched to no route
+ * (a session is required).
+ */
+function judge(rt: Runtime, given: string, method: string): Original {
   const m = ORIGINAL_URL.exec(given)
-  if (m === null) return 'invalid'
+  if (m === null) return INVALID
   const raw = m[2] ?? '/'
   const path = normalizePath(raw)
-  if (path === null || (!rt.config.server.allowDoubleEncoding && hasDoubleEncoding(path))) return 'invalid'
+  if (path === null || (!rt.config.server.allowDoubleEncoding && hasDoubleEncoding(path))) return INVALID
   // The app behind the ingress gets the path as written. One that normalizes to something else
   // (`/private/%2e%2e/public`) may be read either way there, so it is no public route's: the
   // check then asks for a session, whatever route the normalized form would match.
-  if (path !== raw) return null
-  return rt.routes.match(m[1] as string, path)
+  const route = path !== raw ? null : rt.routes.match(m[1] as string, path)
+  return { route, method: method.toUpperCase(), url: given, ignored: false }
 }
 /** scheme://authority[/path][?query][#fragment]; the authority without userinfo, `\` or spaces. */
 const ORIGINAL_URL = /^https?:\/\/([^/?#@\\\s]+)(\/[^?#]*)?(?:[?#].*)?$/i

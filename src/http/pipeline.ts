@@ -12,7 +12,7 @@ import type { Verdict } from '../policy/access.ts'
 import type { Identity } from '../policy/identity.ts'
 import { bearerTokenOf } from '../oidc/bearer.ts'
 import type { RequestFacts } from './facts.ts'
-import { allowPairs, CHECK_LABEL, originalRoute } from './forward-auth.ts'
+import { allowPairs, CHECK_LABEL, originalRequest, VERIFY_LABEL } from './forward-auth.ts'
 import { isBrowserNavigation, wantsHtml } from './negotiate.ts'
 import { upstreamHeaders } from './upstream-headers.ts'
 
@@ -24,7 +24,8 @@ import { upstreamHeaders } from './upstream-headers.ts'
  *
  *   1. strip what a client must not send (every route, public ones included)
  *   2. the request being judged: its normalized path (else 400) and route (else 404); for the
- *      forward-auth check, the original request from `X-Original-URL` when a trusted proxy sent it
+ *      forward-auth checks, the original request (`originalRequest` in `http/forward-auth.ts`:
+ *      `X-Original-URL` or `X-Forwarded-Uri` from a trusted proxy, or Envoy's prefixed path)
  *   3. a public route is forwarded as it is; so is a CORS preflight on a route with `allowPreflight`
  *      (without any identity)
  *   4. authenticate: on a bearer route, `Authorization: Bearer <JWT>` (verified, never a redirect);
@@ -39,16 +40,21 @@ import { upstreamHeaders } from './upstream-headers.ts'
  *      401 JSON (an RFC 6750 challenge on bearer routes); while the provider is unreachable, 503
  *   6. forward, with the identity headers (and the signed assertion) injected
  *
- * `mode` is `proxy` for a proxied request, `check` for the forward-auth check (`{prefix}/auth`),
- * where the same verdicts are answered as nginx's `auth_request` takes them: 200 / 401 / 403.
+ * `mode` is `proxy` for a proxied request; `check` for the nginx family's forward-auth check
+ * (`{prefix}/auth`), where the same verdicts are answered as nginx's `auth_request` takes them:
+ * 200 / 401 / 403, nothing else; `verify` for the relay family's (`{prefix}/verify`: Traefik,
+ * Caddy, Envoy), whose refusals reach the browser as they are: the proxy's answers (a 302 to login
+ * for a browser navigation, 401, 403, 503 while the provider is down), and 200 instead of the
+ * forward. In both checks `facts` become the original request's (method, absolute URL) after step 2.
  */
-export type Mode = 'proxy' | 'check'
+export type Mode = 'proxy' | 'check' | 'verify'
 
 export type Decide = (rt: Runtime, facts: RequestFacts, mode: Mode) => Promise<Decision>
 
-export const decide: Decide = async (rt, facts, mode) => {
+export const decide: Decide = async (rt, given, mode) => {
+  let facts = given
   const notes: Note[] = []
-  let label = mode === 'check' ? CHECK_LABEL : 'unknown'
+  let label = mode === 'check' ? CHECK_LABEL : mode === 'verify' ? VERIFY_LABEL : 'unknown'
   let route: Route | null = null
   let session: Session | null = null
   let setCookie: readonly string[] = []
@@ -80,15 +86,19 @@ export const decide: Decide = async (rt, facts, mode) => {
       // tunnel past every later check of the pipeline.
       if (facts.upgrade && !isWebSocketHandshake(facts)) throw new PortcullisError('REQUEST_REJECTED', 'Only WebSocket upgrades are accepted.')
     } else {
-      const original = originalRoute(rt, facts.headers, facts.peer)
-      if (original === 'invalid') return forbidden('The original URL is not valid.', facts.requestId, { label, route, session, notes })
-      // No original URL to go by: a session is required.
-      route = original
+      const original = originalRequest(rt, facts.headers, facts.peer, facts.method, facts.target, mode === 'verify')
+      if (original.ignored) notes.push(UNTRUSTED_FORWARDING)
+      if (original.route === 'invalid') return forbidden('The original URL is not valid.', facts.requestId, { label, route, session, notes })
+      // No original URL to go by: a session is required (`access.defaultAllow`).
+      route = original.route
+      // From here on the request judged is the original: its method (a browser navigation or not),
+      // its absolute URL (where login returns to). Unknown: the check's own method, and no `rd`.
+      facts = { ...facts, method: original.method, target: original.url ?? '' }
     }
 
     // 3. public; a CORS preflight where the route lets it through (no session, no identity)
     if (route?.public === true) return await allow(rt, facts, mode, route, NOBODY, setCookie, label, notes)
-    if (route !== null && route.allowPreflight && mode === 'proxy' && isPreflight(facts)) return await allow(rt, facts, mode, route, PREFLIGHT, setCookie, label, notes)
+    if (route !== null && route.allowPreflight && isPreflight(facts)) return await allow(rt, facts, mode, route, PREFLIGHT, setCookie, label, notes)
 
     // 4. authenticate: a bearer token where the route takes one (never a redirect), else the session
     const token = route?.bearer === true ? bearerTokenOf(facts.headers.authorization) : null
@@ -127,9 +137,20 @@ export const decide: Decide = async (rt, facts, mode) => {
     // session's token expired) is a refusal there; the sign-in page then explains the outage.
     if (mode === 'check') return { ...unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, extras), error: err }
     const retry = new URL(`${rt.prefix}/start`, rt.publicUrl)
-    if (facts.path !== null) retry.searchParams.set('rd', facts.target)
+    if (facts.path !== null && facts.target !== '') retry.searchParams.set('rd', facts.target)
     return errorAnswer(err, wantsHtml(facts.headers), facts.requestId, retry.href, setCookie, extras)
   }
+}
+
+/**
+ * A check whose forwarding headers were not believed: the peer is not in `server.trustedProxies`.
+ * Behind a front proxy that should be, every check is then judged without its original URL: logins
+ * return to the start page, public routes ask for a session.
+ */
+const UNTRUSTED_FORWARDING: Note = {
+  level: 'warn',
+  msg: 'forward-auth check: X-Original-URL / X-Forwarded-Uri ignored, the peer is not in server.trustedProxies',
+  fields: {},
 }
 
 /** Who an allowed request is forwarded as. */
@@ -241,7 +262,7 @@ export function screenRequest(rt: Runtime, facts: Pick<RequestFacts, 'headers' |
 async function allow(rt: Runtime, facts: RequestFacts, mode: Mode, route: Route | null, who: Admitted, setCookie: readonly string[], label: string, notes: Note[]): Promise<Decision> {
   const { session, identity, sessionValue } = who
   const extras = { label, route, session, notes }
-  if (mode === 'check') {
+  if (mode !== 'proxy') {
     const headers = [...allowPairs(rt, identity, session), 'x-request-id', facts.requestId]
     for (const line of setCookie) headers.push('set-cookie', line)
     return answer('forward', 200, headers, '', extras)

@@ -213,7 +213,7 @@ export function loginUrlFor(publicUrl: string | URL, prefix: string, signInPage:
   const picked = route !== null && (route.loginParams.organization_id !== undefined || route.loginParams.connection_id !== undefined)
   const page = signInPage && !stepUp && !picked ? 'sign_in' : 'start'
   const url = new URL(`${prefix}/${page}`, publicUrl)
-  url.searchParams.set('rd', target)
+  if (target !== '') url.searchParams.set('rd', target)
   return url.href
 }
 
