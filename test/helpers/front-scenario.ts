@@ -44,9 +44,10 @@ export interface FrontStack {
 
 /**
  * Routes: `/` for any signed-in user, `/public` public, `/admin` for the admins group (alice is in
- * it, bob is not). `session` merges into the session section (e.g. `{ store: 'memory' }`).
+ * it, bob is not). `session` merges into the session section (e.g. `{ store: 'memory' }`);
+ * `trustedProxies` is the front's address (default 127.0.0.1/32).
  */
-export async function startFrontStack(t: Test, opts: { session?: Record<string, unknown> } = {}): Promise<FrontStack> {
+export async function startFrontStack(t: Test, opts: { session?: Record<string, unknown>; trustedProxies?: string[] } = {}): Promise<FrontStack> {
   // Held until the front and Portcullis listen: the provider and the app bind port 0 meanwhile.
   const [frontPort, proxyPort] = [await reserveHeldPort(), await reserveHeldPort()]
   const publicUrl = `http://127.0.0.1:${frontPort}`
@@ -64,7 +65,7 @@ export async function startFrontStack(t: Test, opts: { session?: Record<string, 
     upstream: app.url,
     publicUrl,
     overrides: {
-      server: { trustedProxies: ['127.0.0.1/32'] },
+      server: { trustedProxies: opts.trustedProxies ?? ['127.0.0.1/32'] },
       ...(opts.session ? { session: opts.session } : {}),
       routes: [
         { match: { pathPrefix: '/' }, upstream: app.url },
