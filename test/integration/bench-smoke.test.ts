@@ -11,9 +11,9 @@ import t from 'tap'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 const RUN = resolve(ROOT, 'bench/run.ts')
-const KEYS = ['a', 'b', 'c', 'cf', 'e', 'ef', 'f', 'g'] as const
+const KEYS = ['a', 'b', 'c', 'cf', 'e', 'ef', 'v', 'f', 'g'] as const
 /** How each row starts in the table: (c) and (e) are the aged-session figures, beside the fresh ones. */
-const PREFIX: Record<(typeof KEYS)[number], string> = { a: '(a) ', b: '(b) ', c: '(c) ', cf: '(c fresh) ', e: '(e) ', ef: '(e fresh) ', f: '(f) ', g: '(g) ' }
+const PREFIX: Record<(typeof KEYS)[number], string> = { a: '(a) ', b: '(b) ', c: '(c) ', cf: '(c fresh) ', e: '(e) ', ef: '(e fresh) ', v: "(e') ", f: '(f) ', g: '(g) ' }
 
 function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
