@@ -24,6 +24,8 @@ export interface RawRequest {
    */
   headers?: Array<[string, string]>
   body?: string
+  /** The address the connection comes from (another loopback address: 127.0.0.2). Default: the OS's choice. */
+  localAddress?: string
 }
 
 export function rawRequest(port: number, target: string, opts: RawRequest = {}): Promise<RawResponse> {
@@ -36,7 +38,7 @@ export function rawRequest(port: number, target: string, opts: RawRequest = {}):
   if (!headers.some(([k]) => k.toLowerCase() === 'connection')) lines.push('Connection: close')
   lines.push('', opts.body ?? '')
   return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1')
+    const socket = connect({ port, host: '127.0.0.1', ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) })
     const chunks: Buffer[] = []
     let settled = false
     const done = () => {

@@ -1,55 +1,49 @@
 /**
- * Forward-auth behind a real nginx (`auth_request`, the mechanism under ingress-nginx's `auth-url`):
- * nginx asks GET /oauth2/auth with `X-Original-URL`/`X-Original-Method` as ingress-nginx sets them,
- * copies identity headers and the first `Set-Cookie` with `auth_request_set`, and sends a refused
- * browser to /oauth2/start through `error_page 401`. The app sits behind nginx, not behind Portcullis;
- * the login itself goes through nginx to Portcullis's /oauth2/ endpoints, as in oauth2-proxy's
- * documented ingress setup.
+ * Forward-auth behind a real nginx (`auth_request`), in its two forms:
+ * - plain nginx: `deploy/nginx/portcullis-auth.conf` as an operator copies it (only its addresses
+ *   replaced): GET /oauth2/auth with X-Original-URL/-Method, identity headers and the first
+ *   `Set-Cookie` copied with `auth_request_set`, `error_page 401 403` handing the refused client
+ *   Portcullis's /oauth2/verify answer (302 to the login for a navigation, 401 JSON for an API client);
+ * - ingress-nginx's `auth-url` + `auth-signin`, reduced to what its nginx.tmpl sends the check
+ *   (X-Original-URL/-Method, a blanked X-Forwarded-Proto, X-Sent-From) and does with the answer
+ *   (`auth-response-headers` copied, every refused client 302'd to `auth-signin`).
+ * The app sits behind nginx, not behind Portcullis; the login goes through nginx to Portcullis's
+ * /oauth2/ endpoints. Each form runs the scenario of test/helpers/front-scenario.ts with a real
+ * chromium, then the session-cookie refresh through `add_header Set-Cookie`.
  *
- * Needs Debian's nginx (scripts/install-system-deps.sh). Without it this test FAILS, it never skips.
+ * Needs Debian's nginx and chromium (scripts/install-system-deps.sh). Without them this test FAILS,
+ * it never skips.
  */
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { releaseHeldPort, reserveHeldPort, startPortcullis } from '../helpers/portcullis.ts'
-import { configFor } from '../helpers/config.ts'
-import { startTestProvider, DEMO_USERS } from '../helpers/provider.ts'
-import { startTestUpstream } from '../helpers/upstream.ts'
-import { fakeClock } from '../helpers/clock.ts'
-import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
+import { deployedNginxConf, startNginx } from '../helpers/fronts.ts'
+import { API_HEADERS, alice, runFrontScenario, startFrontStack, withFront, type FrontStack } from '../helpers/front-scenario.ts'
+import { login } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
-import { eventually } from '../helpers/wait.ts'
 
-const NGINX = '/usr/sbin/nginx'
-const alice = DEMO_USERS[0]!
-
-function nginxConf(dir: string, port: number, portcullis: number, app: number): string {
-  return `worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log info;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
+/** ingress-nginx's auth location and protected location (nginx.tmpl), for `auth-url`, `auth-signin` and these `auth-response-headers`. */
+function ingressNginxConf(port: number, portcullis: number, app: number): string {
+  const responseHeaders = ['X-Auth-Request-User', 'X-Auth-Request-Email', 'X-Auth-Request-Groups', 'X-Forwarded-User', 'X-Forwarded-Email', 'Remote-User']
+  const copy = responseHeaders
+    .map((h, i) => `      auth_request_set $authHeader${i} $upstream_http_${h.toLowerCase().replace(/-/g, '_')};\n      proxy_set_header '${h}' $authHeader${i};`)
+    .join('\n')
+  return `  server {
     listen 127.0.0.1:${port};
-    # ingress-nginx's auth location (nginx.tmpl), reduced to what it sends
     location = /_external-auth {
       internal;
       proxy_pass http://127.0.0.1:${portcullis}/oauth2/auth;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_set_header X-Forwarded-Proto "";
+      proxy_set_header X-Request-ID $request_id;
+      proxy_set_header Host 127.0.0.1:${portcullis};
       proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
       proxy_set_header X-Original-Method $request_method;
       proxy_set_header X-Sent-From "nginx-ingress-controller";
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Auth-Request-Redirect $request_uri;
     }
+    # the second Ingress of oauth2-proxy's documented setup: path /oauth2 to the auth service
     location /oauth2/ {
       proxy_pass http://127.0.0.1:${portcullis};
       proxy_set_header Host $http_host;
@@ -58,117 +52,64 @@ http {
       auth_request /_external-auth;
       auth_request_set $auth_cookie $upstream_http_set_cookie;
       add_header Set-Cookie $auth_cookie;
-      auth_request_set $authUser $upstream_http_x_auth_request_user;
-      auth_request_set $authEmail $upstream_http_x_auth_request_email;
-      proxy_set_header X-Auth-Request-User $authUser;
-      proxy_set_header X-Auth-Request-Email $authEmail;
+${copy}
       error_page 401 = @signin;
       proxy_pass http://127.0.0.1:${app};
     }
+    # auth-signin: $scheme://$host/oauth2/start?rd=$escaped_request_uri (plain nginx has no
+    # set_escape_uri, so the test's targets have one query parameter)
     location @signin {
       internal;
       add_header Set-Cookie $auth_cookie;
-      return 302 /oauth2/start?rd=$request_uri;
+      return 302 $scheme://$http_host/oauth2/start?rd=$request_uri;
     }
   }
-}
 `
 }
 
-async function startNginx(t: Test, port: number, portcullis: number, app: number): Promise<boolean> {
-  if (!existsSync(NGINX)) {
-    t.fail(`${NGINX} not found: run scripts/install-system-deps.sh (installs Debian's nginx) and try again`)
-    return false
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-nginx-'))
-  const conf = join(dir, 'nginx.conf')
-  writeFileSync(conf, nginxConf(dir, port, portcullis, app))
-  const proc = spawn(NGINX, ['-c', conf, '-p', dir, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-  t.teardown(async () => {
-    if (proc.exitCode === null) {
-      const exited = new Promise((resolve) => proc.once('exit', resolve))
-      proc.kill('SIGTERM')
-      await exited
-    }
-    rmSync(dir, { recursive: true, force: true })
-  })
-  await eventually(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr} ${existsSync(join(dir, 'error.log')) ? readFileSync(join(dir, 'error.log'), 'utf8') : ''}`)
-      return (await request(`http://127.0.0.1:${port}/oauth2/healthz-not-here`).catch(() => null)) !== null
-    },
-    { timeoutMs: 10_000 },
-  )
-  return true
-}
-
-t.test('ingress-nginx style auth_request in front of an app', async (t) => {
-  // Held until nginx and Portcullis listen: the provider and the app bind port 0 meanwhile.
-  const [nginxPort, proxyPort] = [await reserveHeldPort(), await reserveHeldPort()]
-  const publicUrl = `http://127.0.0.1:${nginxPort}`
-  const clientId = 'nginx-forward-auth'
-  const clientSecret = 'nginx-forward-auth-secret-long-enough'
-  const provider = await startTestProvider(t, {
-    clients: [{ clientId, clientSecret, redirectUris: [`${publicUrl}/oauth2/callback`], tokenEndpointAuthMethod: 'client_secret_basic' }],
-    allowLoopbackFetch: true,
-  })
-  const app = await startTestUpstream(t)
-  const config = configFor({
-    issuer: provider.issuer,
-    clientId,
-    clientSecret,
-    upstream: app.url,
-    publicUrl,
-    overrides: {
-      server: { trustedProxies: ['127.0.0.1/32'] },
-      routes: [
-        { match: { pathPrefix: '/' }, upstream: app.url },
-        { match: { pathPrefix: '/public' }, upstream: app.url, public: true },
-      ],
-    },
-  })
-  const clock = fakeClock()
-  const proxy = await startPortcullis(t, config, { port: proxyPort, clock })
-  await proxy.runtime.provider.whenReady()
-  await releaseHeldPort(nginxPort)
-  if (!(await startNginx(t, nginxPort, proxyPort, app.port))) return
-
-  const anon = await request(`${publicUrl}/reports?q=1`, { headers: NAVIGATION_HEADERS })
-  t.equal(anon.status, 302, 'no session: nginx turns the 401 into its sign-in redirect (never a 500)')
-  t.equal(anon.headers.location, `${publicUrl}/oauth2/start?rd=/reports?q=1`)
-  t.equal(app.requests.length, 0, 'the app saw nothing')
-
-  const pub = await request(`${publicUrl}/public/page`, { headers: { 'X-Auth-Request-User': 'mallory' } })
-  t.equal(pub.status, 200, 'a public route passes without a session (X-Original-URL from a trusted proxy)')
-  t.equal(app.requests.at(-1)?.headers['x-auth-request-user'], undefined, "nginx drops the empty header: the client's spoofed copy does not arrive")
-
-  const { jar } = await login({ proxyUrl: publicUrl, path: '/reports' })
-  const seen = app.requests.length
-  const ok = await request(`${publicUrl}/reports`, { jar, headers: { 'X-Auth-Request-User': 'mallory', 'X-Auth-Request-Email': 'mallory@evil.example' } })
-  t.equal(ok.status, 200, 'with a session the app answers')
-  const at = app.requests[seen]
-  t.equal(at?.url, '/reports')
-  t.equal(at?.headers['x-auth-request-user'], alice.id, 'identity from the check, not the client')
-  t.equal(at?.headers['x-auth-request-email'], alice.email)
-  t.same(ok.setCookies, [], 'nothing re-sealed')
-
-  // POST arrives at the check as GET (nginx subrequests), with the method in X-Original-Method.
-  const post = await request(`${publicUrl}/reports`, { method: 'POST', jar, body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' } })
-  t.equal(post.status, 200)
-  t.equal(app.requests.at(-1)?.method, 'POST')
-  t.equal(app.requests.at(-1)?.body, 'a=1', 'the body reaches the app, not the check')
-
-  // An idle-clock move: the re-sealed cookie comes back through auth_request_set + add_header.
+/** An idle-clock move re-seals the cookie during the check; it reaches the browser through `add_header Set-Cookie`. */
+async function cookieRefresh(t: Test, s: FrontStack): Promise<void> {
+  const { jar } = await login({ proxyUrl: s.publicUrl, path: '/reports' })
   const before = jar.get('_portcullis')
-  clock.advance(61_000)
-  const moved = await request(`${publicUrl}/reports`, { jar })
+  t.ok(before, 'signed in')
+  t.same((await request(`${s.publicUrl}/reports`, { jar })).setCookies, [], 'nothing re-sealed right after the login')
+  s.clock.advance(61_000)
+  const moved = await request(`${s.publicUrl}/reports`, { jar, headers: API_HEADERS })
   t.equal(moved.status, 200)
   t.equal(moved.setCookies.length, 1, 'the re-sealed cookie reaches the browser')
   t.not(jar.get('_portcullis'), before)
-  t.equal((await request(`${publicUrl}/reports`, { jar })).status, 200, 'and keeps working')
+  const again = await request(`${s.publicUrl}/reports`, { jar, headers: API_HEADERS })
+  t.equal(again.status, 200, 'and keeps working')
+  t.equal(s.app.requests.at(-1)?.headers['x-auth-request-user'], alice.id)
+}
 
-  const spoofOnly = await request(`${publicUrl}/reports`, { headers: { ...NAVIGATION_HEADERS, 'X-Auth-Request-User': alice.id } })
-  t.equal(spoofOnly.status, 302, 'an identity header without a session is no session')
+t.test('plain nginx: deploy/nginx/portcullis-auth.conf in front of an app', async (t) => {
+  const s = await startFrontStack(t)
+  const conf = deployedNginxConf({ listen: s.frontPort, portcullis: s.proxyPort, app: s.app.port })
+  if (!(await withFront(s, () => startNginx(t, conf, s.frontPort)))) return
+
+  t.equal((await request(`${s.publicUrl}/oauth2/auth`)).status, 404, 'the check location is internal: clients cannot call it')
+  await runFrontScenario(t, s, {
+    apiRefusal: 'json',
+    target: '/reports?tab=1&q=a%20b',
+    signinLocation: (t, location, target) => {
+      const url = new URL(location ?? '', 'http://relative.invalid')
+      t.equal(url.origin, s.publicUrl, `an absolute Location on the front (${location})`)
+      t.equal(url.pathname, '/oauth2/start')
+      t.equal(url.searchParams.get('rd'), target, 'rd is the whole original URL, every query parameter kept')
+    },
+  })
+  await cookieRefresh(t, s)
+})
+
+t.test('ingress-nginx style auth-url + auth-signin in front of an app', async (t) => {
+  const s = await startFrontStack(t)
+  if (!(await withFront(s, () => startNginx(t, ingressNginxConf(s.frontPort, s.proxyPort, s.app.port), s.frontPort)))) return
+
+  await runFrontScenario(t, s, {
+    apiRefusal: 'signin',
+    target: '/reports?tab=1',
+    signinLocation: (t, location) => t.equal(location, `${s.publicUrl}/oauth2/start?rd=/reports?tab=1`, 'auth-signin with the path as rd'),
+  })
+  await cookieRefresh(t, s)
 })
