@@ -166,10 +166,12 @@ t.test('the stack as local processes: alice and bob log in through portcullis.ya
   })
   const ready = await eventually(async () => (await request(`${proxyUrl}/readyz`)).status === 200, { timeoutMs: 15_000, everyMs: 100 })
   t.ok(ready, 'Portcullis connects to the provider (/readyz 200)')
-  t.ok(
-    proc.logs.some((l) => l.level === 40 && str(l.msg).includes('provider.allowInsecureHttpHosts (id.localtest.me)')),
-    'the plain-http exception of the file is announced as a warning at start',
+  // Portcullis flushes its log every 250 ms: wait for the line rather than expect it already.
+  const warned = await eventually(
+    () => proc.logs.some((l) => l.level === 40 && str(l.msg).includes('provider.allowInsecureHttpHosts (id.localtest.me)')),
+    { timeoutMs: 5_000, everyMs: 50 },
   )
+  t.ok(warned, 'the plain-http exception of the file is announced as a warning at start')
 
   const anonymous = await request(`${proxyUrl}/`, { headers: NAVIGATION_HEADERS })
   t.equal(anonymous.status, 302, 'without a session: a redirect to log in')
