@@ -20,7 +20,7 @@ import { explainRequest, explainSettingsOf, openRouteWarning, type ExplainInput,
 import { claimsRead, compilePolicy, type RoutePolicy } from './policy/access.ts'
 import { ASSERTION_BASE_CLAIMS, createAssertionSigner, loadSigningKey, type AssertionSigner } from './policy/assertion.ts'
 import { createBearerVerifier, extraIssuer, type BearerVerifier, type TrustedIssuer } from './oidc/bearer.ts'
-import { isLoopbackHost } from './config/validate.ts'
+import { providerUrlAllowed } from './config/validate.ts'
 import { ASYMMETRIC_ALGS } from './oidc/jwks.ts'
 import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
@@ -126,12 +126,11 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   if (config.identity.passAuthorizationHeader && !config.routes.some((r) => r.bearer)) strip.add('Authorization')
   // Bearer tokens: the provider's own issuer (its keys once connected; until then its tokens are a
   // 503, not a 401), then provider.extraIssuers, whose keys are loaded with their first token.
-  const insecure = config.provider.allowInsecureHttp
   const extraIssuers = config.provider.extraIssuers.map((entry) =>
     extraIssuer(entry, {
       timeoutMs: config.provider.timeout,
       clock,
-      urlAllowed: (url) => url.protocol === 'https:' || (insecure && url.protocol === 'http:' && isLoopbackHost(url.hostname)),
+      urlAllowed: (url) => providerUrlAllowed(url, config.provider),
     }),
   )
   const unconnected: TrustedIssuer = { issuer: config.provider.issuer, jwks: null }

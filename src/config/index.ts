@@ -28,8 +28,13 @@ export function loadConfig(opts: ConfigSourceOptions): { ok: true; config: Confi
 /** Start-up warnings for valid but weakened configurations; `main.ts` logs them at warn level. */
 export function configWarnings(config: Config): string[] {
   const warnings: string[] = []
-  if (config.provider.allowInsecureHttp) {
+  if (config.provider.allowInsecureHttp && config.provider.allowInsecureHttpHosts.length === 0) {
     warnings.push('provider.allowInsecureHttp is on: the provider is reached over plain http (loopback only; never in production)')
+  } else if (config.provider.allowInsecureHttp) {
+    const hosts = config.provider.allowInsecureHttpHosts.join(', ')
+    warnings.push(
+      `provider.allowInsecureHttp is on with provider.allowInsecureHttpHosts (${hosts}): the provider is reached over plain http, also across a network, where codes and tokens can be read (local stacks only; never in production)`,
+    )
   }
   const publicUrl = new URL(config.server.publicUrl)
   if (publicUrl.protocol === 'http:' && !isLoopbackHost(publicUrl.hostname)) {

@@ -113,6 +113,19 @@ const claimMatcher = z.preprocess(
 /** An e-mail address: one `@`, something on both sides, no spaces. */
 const emailAddress = z.string().regex(/^[^@\s]+@[^@\s]+$/, 'must be an e-mail address with exactly one "@"')
 /** An e-mail domain: `example.com`, no `@`, no wildcard. */
+/**
+ * A `provider.allowInsecureHttpHosts` entry: one DNS host name, matched exactly (case-insensitively).
+ * No scheme, port, path, wildcard or leading dot, and no IP address: the list names the provider of a
+ * local stack (a compose service or its alias), never a network range.
+ */
+const insecureHttpHost = z
+  .string()
+  .regex(
+    /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+    'must be a host name such as id.localtest.me (no scheme, port, path, "*" or leading ".")',
+  )
+  .refine((host) => !/^[0-9.]+$/.test(host), { message: 'must be a host name, not an IP address' })
+
 const emailDomain = z.string().regex(/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, 'must be a domain such as example.com (no "@", no "*")')
 
 /**
@@ -224,6 +237,10 @@ const provider = z.strictObject({
   clockSkew: duration('30s'),
   timeout: duration('10s').describe('Timeout of each request to the provider'),
   allowInsecureHttp: z.boolean().default(false).describe('Allow an http:// issuer; only on loopback'),
+  allowInsecureHttpHosts: z
+    .array(insecureHttpHost)
+    .default([])
+    .describe('Host names besides loopback on which allowInsecureHttp accepts plain http (local container stacks)'),
   extraIssuers: z
     .array(
       z.preprocess(

@@ -323,6 +323,22 @@ export function isLoopbackHost(hostname: string): boolean {
   return isIP(host) === 4 && host.startsWith('127.')
 }
 
+/** Is `hostname` (a URL's, lower-cased by the URL parser) one of `provider.allowInsecureHttpHosts`? Exact match only. */
+export function isInsecureHttpHost(hostname: string, hosts: readonly string[]): boolean {
+  const host = hostname.toLowerCase()
+  return hosts.some((h) => h.toLowerCase() === host)
+}
+
+/**
+ * May Portcullis fetch this URL from the provider side (an extra issuer's discovery, its JWKS)? https
+ * always; plain http only with `provider.allowInsecureHttp`, on loopback or a listed host.
+ */
+export function providerUrlAllowed(url: URL, provider: { readonly allowInsecureHttp: boolean; readonly allowInsecureHttpHosts: readonly string[] }): boolean {
+  if (url.protocol === 'https:') return true
+  if (url.protocol !== 'http:' || !provider.allowInsecureHttp) return false
+  return isLoopbackHost(url.hostname) || isInsecureHttpHost(url.hostname, provider.allowInsecureHttpHosts)
+}
+
 /** A single IPv4/IPv6 address or a CIDR, as `node:net` `BlockList` accepts it. */
 export function isAddressOrCidr(entry: string): boolean {
   const slash = entry.indexOf('/')
@@ -346,18 +362,30 @@ export function isAddressOrCidr(entry: string): boolean {
 
 function checkProvider(raw: unknown, issues: ConfigIssue[]): void {
   const allowInsecure = parsed(PROVIDER.allowInsecureHttp, rawAt(raw, ['provider', 'allowInsecureHttp'])) === true
+  const insecureHosts = parsed(PROVIDER.allowInsecureHttpHosts, rawAt(raw, ['provider', 'allowInsecureHttpHosts'])) ?? []
+  if (insecureHosts.length > 0 && !allowInsecure) {
+    issues.push({
+      path: 'provider.allowInsecureHttpHosts',
+      message: 'needs provider.allowInsecureHttp: true (the list only widens where that switch applies; it does not turn it on)',
+    })
+  }
 
   const checkUrl = (path: PathSegment[], text: string | undefined): void => {
     if (text === undefined) return
     const url = new URL(text)
     if (url.protocol !== 'http:') return
-    if (!isLoopbackHost(url.hostname)) {
+    const listed = isInsecureHttpHost(url.hostname, insecureHosts)
+    if (!isLoopbackHost(url.hostname) && !listed) {
+      const allowed = insecureHosts.length === 0 ? 'only allows localhost, 127.0.0.0/8 and [::1]' : 'only allows localhost, 127.0.0.0/8, [::1] and provider.allowInsecureHttpHosts'
       issues.push({
         path: formatPath(path),
-        message: `plain http is refused for ${url.hostname}: use https (provider.allowInsecureHttp only allows localhost, 127.0.0.0/8 and [::1])`,
+        message: `plain http is refused for ${url.hostname}: use https (provider.allowInsecureHttp ${allowed})`,
       })
     } else if (!allowInsecure) {
-      issues.push({ path: formatPath(path), message: 'plain http needs provider.allowInsecureHttp: true (loopback only: tests and the demo)' })
+      const message = listed
+        ? `plain http to ${url.hostname} (listed in provider.allowInsecureHttpHosts) needs provider.allowInsecureHttp: true`
+        : 'plain http needs provider.allowInsecureHttp: true (loopback only: tests and the demo)'
+      issues.push({ path: formatPath(path), message })
     }
   }
 

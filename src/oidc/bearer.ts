@@ -150,7 +150,7 @@ export interface ExtraIssuerOptions {
   readonly clock: Clock
   /**
    * Whether a URL the discovery document names may be fetched: https, and plain http only where
-   * `provider.allowInsecureHttp` allows it (loopback). The configured URLs were checked by config validation.
+   * `provider.allowInsecureHttp` allows it (loopback, `provider.allowInsecureHttpHosts`). The configured URLs were checked by config validation.
    */
   readonly urlAllowed: (url: URL) => boolean
   /** The wait after the first failed attempt to load the keys; it doubles up to `maxRetryMs`. Default 1 s. */

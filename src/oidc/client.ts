@@ -59,7 +59,7 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
     id_token_signed_response_alg: cfg.idTokenSignedResponseAlg,
     token_endpoint_auth_method: cfg.tokenEndpointAuthMethod,
   }
-  // Config validation allows the switch only with loopback issuer and endpoints (config/validate.ts).
+  // Config validation allows the switch only with loopback (or provider.allowInsecureHttpHosts) issuer and endpoints (config/validate.ts).
   const insecure = cfg.allowInsecureHttp
   const timeoutSec = Math.max(1, Math.ceil(cfg.timeout / 1000))
 

@@ -1,7 +1,9 @@
 /**
  * Portcullis as its own process (`node --import tsx src/main.ts --config FILE`), for what only a
- * process shows: its memory (VmRSS), its signals and its exit code. The config is written to a test
- * directory; the listener is on a port held until the process starts; logs are collected from stdout.
+ * process shows: its memory (VmRSS), its signals, its exit code, a config file read as it ships. The
+ * config is written to a test directory (`startPortcullisProcess`) or an existing file is used with an
+ * environment of the test's (`spawnPortcullis`); the listener is on a port held until the process
+ * starts; logs are collected from stdout.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -60,8 +62,23 @@ export async function startPortcullisProcess(t: Test, config: (port: number) => 
   const file = join(t.testdir(), 'portcullis.yaml')
   writeFileSync(file, config(port))
   await release()
+  return spawnPortcullis(t, { file, port })
+}
+
+export interface SpawnOptions {
+  /** The config file, used as it is. */
+  file: string
+  /** The port its `server.listen` names on 127.0.0.1 (free: release a held port right before). */
+  port: number
+  /** Environment besides PATH and NODE_ENV=production: `${VAR}` values and PORTCULLIS_* overrides. */
+  env?: Record<string, string>
+}
+
+/** Start Portcullis on an existing config file with the given environment; resolves once `/healthz` answers. */
+export async function spawnPortcullis(t: Test, opts: SpawnOptions): Promise<PortcullisProcess> {
+  const { file, port } = opts
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', file], {
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production' },
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const logs: Array<Record<string, unknown>> = []
