@@ -108,6 +108,7 @@ t.test('ingress-nginx style auth-url + auth-signin in front of an app', async (t
 
   await runFrontScenario(t, s, {
     apiRefusal: 'signin',
+    passesClientForwarding: true,
     target: '/reports?tab=1',
     signinLocation: (t, location) => t.equal(location, `${s.publicUrl}/oauth2/start?rd=/reports?tab=1`, 'auth-signin with the path as rd'),
   })
