@@ -73,3 +73,18 @@ export function hostCount(raw: readonly string[]): number {
   }
   return n
 }
+
+/**
+ * What follows `{prefix}/verify` in a raw request target: '' for the bare path (with or without a
+ * query), `/rest...` for Envoy's prefixed form, `?...` never (the bare path's query is dropped);
+ * null when the target is not the relay check at all (`{prefix}/verifyx`, or anything else).
+ */
+export function verifySuffix(prefix: string, rawTarget: string): string | null {
+  const base = `${prefix}/verify`
+  if (!rawTarget.startsWith(base)) return null
+  const next = rawTarget.charCodeAt(base.length)
+  if (Number.isNaN(next) || next === QUESTION) return ''
+  return next === SLASH ? rawTarget.slice(base.length) : null
+}
+const QUESTION = 0x3f
+const SLASH = 0x2f

@@ -3,13 +3,12 @@ import type { Logger } from 'pino'
 import { requestIdOf, type RuntimeHolder } from './context.ts'
 import type { Decide, Mode } from './pipeline.ts'
 import type { Decision } from './decision.ts'
-import { factsOf, normalizeTarget } from './facts.ts'
+import { factsOf, normalizeTarget, verifySuffix } from './facts.ts'
 import { execute } from './execute.ts'
 import { CLIENT_CLOSED, type RelayOutcome, type UpstreamPools } from './upstream.ts'
 import { writeError } from './errors.ts'
 import { createAccessWriter, type AccessEntry } from './logging.ts'
 import { writeNotes } from './notes.ts'
-import { verifySuffix } from './forward-auth.ts'
 
 /**
  * The fast lane: a proxied request, and the forward-auth check, are decided and answered on Node's

@@ -2,13 +2,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { RequestContext, RuntimeHolder } from './context.ts'
 import type { Decision } from './decision.ts'
 import { allowBody, execute, expectsContinue } from './execute.ts'
-import { factsOf, hostCount, normalizeTarget } from './facts.ts'
+import { factsOf, hostCount, normalizeTarget, verifySuffix } from './facts.ts'
 import { logRequest } from './logging.ts'
 import { writeNotes } from './notes.ts'
 import { screenRequest, type Decide, type Mode } from './pipeline.ts'
 import { CLIENT_CLOSED, type UpstreamPools } from './upstream.ts'
 import { PortcullisError } from '../errors.ts'
-import { verifySuffix } from './forward-auth.ts'
 
 /**
  * The Fastify path: requests the fast lane hands over (`http/fast-lane.ts`): paths with a

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { hasDoubleEncoding, normalizePath } from '../policy/path.ts'
+import { verifySuffix } from './facts.ts'
 import type { Route } from '../policy/routes.ts'
 import type { Session } from '../session/model.ts'
 import type { Identity } from '../policy/identity.ts'
@@ -120,19 +121,6 @@ const INVALID: Original = { route: 'invalid', method: 'GET', url: null, ignored:
 const UNKNOWN: Original = { route: null, method: 'GET', url: null, ignored: false }
 const UNKNOWN_IGNORED: Original = { ...UNKNOWN, ignored: true }
 
-/**
- * What follows `{prefix}/verify` in a raw request target: '' for the bare path (with or without a
- * query), `/rest...` for Envoy's prefixed form, `?...` never (the bare path's query is dropped);
- * null when the target is not the relay check at all (`{prefix}/verifyx`, or anything else).
- */
-export function verifySuffix(prefix: string, rawTarget: string): string | null {
-  const base = `${prefix}/verify`
-  if (!rawTarget.startsWith(base)) return null
-  const next = rawTarget.charCodeAt(base.length)
-  if (Number.isNaN(next) || next === QUESTION) return ''
-  return next === SLASH ? rawTarget.slice(base.length) : null
-}
-const QUESTION = 0x3f
 
 /** The first value of a header that may be sent once; a list (`a, b`) is taken as written. */
 function single(value: string | string[] | undefined): string | undefined {

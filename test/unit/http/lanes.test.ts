@@ -33,7 +33,7 @@ const DECIDING = [
   /\.screen\./,
   /\bcompileHeaderScreen\(/,
   /\bisBrowserNavigation\(/,
-  /\boriginalRoute\(/,
+  /\boriginalRequest\(/,
   /\bidentityHeaders\(/,
   /\bupstreamHeaders\(/,
   /\bwantsHtml\(/,
@@ -54,7 +54,7 @@ t.test('no lane imports or calls what decides', async (t) => {
   }
   // The table above must keep meaning something: the pipeline does all of these.
   const pipeline = readFileSync(resolve(HTTP, 'pipeline.ts'), 'utf8')
-  for (const re of [/\.routes\.match\(/, /\.sessions\.load\(/, /\.revocations\.isRevoked\(/, /\bisBrowserNavigation\(/, /\boriginalRoute\(/, /\bupstreamHeaders\(/]) {
+  for (const re of [/\.routes\.match\(/, /\.sessions\.load\(/, /\.revocations\.isRevoked\(/, /\bisBrowserNavigation\(/, /\boriginalRequest\(/, /\bupstreamHeaders\(/]) {
     t.match(pipeline, re, `the pipeline does ${re.source}`)
   }
 })
