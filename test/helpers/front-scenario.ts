@@ -234,3 +234,16 @@ export async function runFrontScenario(t: Test, s: FrontStack, opts: ScenarioOpt
   t.equal(afterNav.status, 302, 'the signed-out cookie, in a browser: to the login again')
   opts.signinLocation(t, afterNav.headers.location, target)
 }
+
+/**
+ * `signinLocation` for a front that hands Portcullis's own refusal on: an absolute Location on the
+ * front to `/oauth2/start`, with the whole original URL (every query parameter) as `rd`.
+ */
+export function absoluteStart(publicUrl: string, why: string): ScenarioOptions['signinLocation'] {
+  return (t, location, target) => {
+    const url = new URL(location ?? '', 'http://relative.invalid')
+    t.equal(url.origin, publicUrl, `an absolute Location on the front (${location})`)
+    t.equal(url.pathname, '/oauth2/start')
+    t.equal(url.searchParams.get('rd'), target, `rd is the whole original URL (${why})`)
+  }
+}
