@@ -121,7 +121,6 @@ const INVALID: Original = { route: 'invalid', method: 'GET', url: null, ignored:
 const UNKNOWN: Original = { route: null, method: 'GET', url: null, ignored: false }
 const UNKNOWN_IGNORED: Original = { ...UNKNOWN, ignored: true }
 
-
 /** The first value of a header that may be sent once; a list (`a, b`) is taken as written. */
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value
@@ -138,8 +137,8 @@ function schemeOf(rt: Runtime, h: IncomingHttpHeaders, trusted: boolean): string
  * through `new URL()`: a URL parser turns `\` into `/`, resolves dot segments and decodes the host,
  * so `/private/x\..\..\public/` would match a public route while the app behind the front proxy
  * gets it as it is. Userinfo (`a@host`), anything `normalizePath` refuses and a double-encoded path
- * (unless allowed) make it invalid; a path that normalization would change is matched to no route
- * (a session is required).
+ * (unless allowed) make it invalid; a path that normalization would change is judged by the
+ * rules of both its readings (`eitherReading`).
  */
 function judge(rt: Runtime, given: string, method: string): Original {
   const m = ORIGINAL_URL.exec(given)
@@ -151,6 +150,7 @@ function judge(rt: Runtime, given: string, method: string): Original {
   const route = path === raw ? rt.routes.match(host, path) : eitherReading(rt, host, raw, path)
   return route === INVALID_ROUTE ? INVALID : { route, method: method.toUpperCase(), url: given, ignored: false }
 }
+
 /**
  * The route of a path that normalization changes (`/public/../admin`, `/admin/..%2e/x`, `//x`): the app
  * behind the front proxy gets it as written and may read it either way (resolving the dot segments
