@@ -73,6 +73,8 @@ const REJECTED_TARGET = '/__portcullis/rejected'
 
 export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   const holder: RuntimeHolder = { current: runtime }
+  // The relay check's path (the auth prefix cannot change on reload).
+  const verifyPath = `${runtime.prefix}/verify`
   const given = opts.logger ?? loggerOptions(runtime.config.logging.level)
   const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
   const timeoutMs = opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout
@@ -136,7 +138,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     },
     rewriteUrl: (req) => {
       // The relay check is routed on its raw target (the original path follows it as written).
-      if (verifySuffix(runtime.prefix, req.url ?? '/') !== null) return req.url as string
+      if (verifySuffix(verifyPath, req.url ?? '/') !== null) return req.url as string
       const { path, target } = normalizeTarget(req.url ?? '/')
       if (path === null) {
         ;(req as { [PATH_REJECTED]?: boolean })[PATH_REJECTED] = true

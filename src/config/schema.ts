@@ -112,7 +112,6 @@ const claimMatcher = z.preprocess(
 
 /** An e-mail address: one `@`, something on both sides, no spaces. */
 const emailAddress = z.string().regex(/^[^@\s]+@[^@\s]+$/, 'must be an e-mail address with exactly one "@"')
-/** An e-mail domain: `example.com`, no `@`, no wildcard. */
 /**
  * A `provider.allowInsecureHttpHosts` entry: one DNS host name, matched exactly (case-insensitively).
  * No scheme, port, path, wildcard or leading dot, and no IP address: the list names the provider of a
@@ -126,6 +125,7 @@ const insecureHttpHost = z
   )
   .refine((host) => !/^[0-9.]+$/.test(host), { message: 'must be a host name, not an IP address' })
 
+/** An e-mail domain: `example.com`, no `@`, no wildcard. */
 const emailDomain = z.string().regex(/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, 'must be a domain such as example.com (no "@", no "*")')
 
 /**

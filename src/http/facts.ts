@@ -75,16 +75,16 @@ export function hostCount(raw: readonly string[]): number {
 }
 
 /**
- * What follows `{prefix}/verify` in a raw request target: '' for the bare path (with or without a
- * query), `/rest...` for Envoy's prefixed form, `?...` never (the bare path's query is dropped);
- * null when the target is not the relay check at all (`{prefix}/verifyx`, or anything else).
+ * What follows the relay check's path (`verifyPath`, `{prefix}/verify`) in a raw request target:
+ * '' for the bare path (with or without a query), `/rest...` for Envoy's prefixed form, `?...`
+ * never (the bare path's query is dropped); null when the target is not the relay check at all
+ * (`{prefix}/verifyx`, or anything else). The caller builds `verifyPath` once, not per request.
  */
-export function verifySuffix(prefix: string, rawTarget: string): string | null {
-  const base = `${prefix}/verify`
-  if (!rawTarget.startsWith(base)) return null
-  const next = rawTarget.charCodeAt(base.length)
+export function verifySuffix(verifyPath: string, rawTarget: string): string | null {
+  if (!rawTarget.startsWith(verifyPath)) return null
+  const next = rawTarget.charCodeAt(verifyPath.length)
   if (Number.isNaN(next) || next === QUESTION) return ''
-  return next === SLASH ? rawTarget.slice(base.length) : null
+  return next === SLASH ? rawTarget.slice(verifyPath.length) : null
 }
 const QUESTION = 0x3f
 const SLASH = 0x2f

@@ -119,7 +119,7 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
         if (!PROXIED_METHODS.has(method)) return fastify(req, res)
         // The relay check, any method (Envoy sends the original's), on its raw target: the path
         // after it is the original's as written, never normalized into one of ours.
-        if (url.startsWith(verifyPath) && verifySuffix(prefix, url) !== null) return take(req, res, url, verifyPath, url, 'verify')
+        if (verifySuffix(verifyPath, url) !== null) return take(req, res, url, verifyPath, url, 'verify')
         const { path, target } = normalizeTarget(url)
         if (path === checkPath && method === 'GET') return take(req, res, url, path, target, 'check')
         if (path !== null && (path.includes('%') || ownPaths.has(path))) return fastify(req, res)

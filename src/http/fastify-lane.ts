@@ -79,7 +79,7 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
       if (config.decidesEarly !== undefined) {
         // Only a target that is the check as sent: `/oauth2/%76erify/x` was routed here once
         // normalized, and is no check.
-        if (verifySuffix(rt.prefix, request.originalUrl) === null) throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
+        if (verifySuffix(`${rt.prefix}/verify`, request.originalUrl) === null) throw new PortcullisError('NOT_FOUND', 'Nothing is served at this address.')
         run(request, reply, await decideFor(request, config.decidesEarly))
         return
       }

@@ -96,7 +96,7 @@ export function originalRequest(rt: Runtime, headers: IncomingHttpHeaders, peer:
   }
   const ignored = forwarded && !trusted
   if (relay) {
-    const suffix = verifySuffix(rt.prefix, rawTarget)
+    const suffix = verifySuffix(`${rt.prefix}/verify`, rawTarget)
     // `{prefix}/verify?x`: the query is the check's own, not a path's.
     if (suffix !== null && suffix.charCodeAt(0) === SLASH && h.host !== undefined) {
       return { ...judge(rt, `${schemeOf(rt, h, rt.isTrustedProxy(peer))}://${h.host}${suffix}`, method), ignored }
