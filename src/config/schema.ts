@@ -208,6 +208,17 @@ const server = z.strictObject({
     .boolean()
     .default(false)
     .describe('Serve {prefix}/debug?url= (the pipeline\'s explanation of that request, with the caller\'s session) to loopback peers and server.trustedProxies; others get 404'),
+  workers: z
+    .union([z.number().int().min(1).max(64), z.literal('auto')])
+    .default(1)
+    .describe('Processes serving server.listen (node:cluster); auto = one per available core. More than 1 needs session.redis'),
+  tls: z
+    .strictObject({
+      cert: z.string().default('').describe('PEM certificate chain (or certFile); with key, the listener serves HTTPS'),
+      key: z.string().default('').describe('PEM private key (or keyFile)'),
+    })
+    .prefault({})
+    .describe('Serve HTTPS directly (deployments without a terminating ingress); re-read on SIGHUP'),
 })
 
 const endpoints = z.strictObject({
@@ -269,8 +280,52 @@ const provider = z.strictObject({
   signInPage: z.boolean().default(false).describe('Send users without a session to {prefix}/sign_in (asks for an e-mail) instead of straight to the provider'),
 })
 
+/** `host:port` of a Redis node (Sentinel or Cluster seed). */
+const redisNode = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. redis-0.redis:6379')
+
+/**
+ * `session.redis`: where replicas share state (sessions of `store: redis`; revocations, back-channel
+ * jti replay cache, the refresh lock and refresh results for every store). Configured when `url`,
+ * `sentinel.nodes` or `cluster.nodes` is set; exactly one of the three.
+ */
+const redis = z.strictObject({
+  url: z
+    .string()
+    .default('')
+    .refine((text) => text === '' || /^rediss?:\/\/[^\s]+$/.test(text), { message: 'must be a redis:// or rediss:// URL, e.g. redis://redis:6379/0' })
+    .describe('Standalone Redis: redis://[user@]host:port[/db]; rediss:// for TLS'),
+  sentinel: z
+    .strictObject({
+      masterName: z.string().default('').describe('The master set name the Sentinels watch'),
+      nodes: z.array(redisNode).default([]).describe('Sentinels, host:port'),
+      password: z.string().default('').describe('Password of the Sentinels themselves (or passwordFile); empty: none'),
+    })
+    .prefault({}),
+  cluster: z
+    .strictObject({ nodes: z.array(redisNode).default([]).describe('Seed nodes of a Redis Cluster, host:port') })
+    .prefault({}),
+  username: z.string().default('').describe('ACL user name; empty: default'),
+  password: z.string().default('').describe('Password (or passwordFile); empty: none'),
+  db: z.number().int().min(0).max(15).default(0).describe('Database number (standalone and Sentinel)'),
+  tls: z
+    .strictObject({
+      enabled: z.boolean().default(false).describe('Connect with TLS (implied by rediss://)'),
+      ca: z.string().default('').describe('PEM CA bundle to trust (or caFile); empty: the system roots'),
+      cert: z.string().default('').describe('PEM client certificate for mutual TLS (or certFile)'),
+      key: z.string().default('').describe('PEM client key (or keyFile)'),
+      servername: z.string().default('').describe('SNI and certificate name to check; empty: the host connected to'),
+    })
+    .prefault({}),
+  keyPrefix: z.string().regex(/^[A-Za-z0-9:._-]{1,64}$/, 'must be 1-64 letters, digits or ":._-"').default('portcullis:'),
+  connectTimeout: duration('5s').describe('How long connecting may take'),
+  commandTimeout: duration('2s').describe('How long one command may take before the request gets a 503'),
+})
+
 const session = z.strictObject({
-  store: z.enum(['cookie', 'memory']).default('cookie').describe('Session store: cookie (stateless) or memory (server-side, one instance)'),
+  store: z
+    .enum(['cookie', 'memory', 'redis'])
+    .default('cookie')
+    .describe('Session store: cookie (stateless), memory (server-side, one instance) or redis (server-side, shared by replicas)'),
   memoryMaxSessions: z.number().int().min(100).max(10_000_000).default(100_000).describe('Sessions the memory store keeps at most'),
   cookieName: z
     .string()
@@ -284,6 +339,7 @@ const session = z.strictObject({
   loginTimeout: duration('10m').describe('How long a started login may take'),
   postLogoutRedirect: z.string().default('').describe('post_logout_redirect_uri sent to the provider at sign-out; empty = the validated rd, else publicUrl'),
   maxPendingLogins: z.number().int().min(1).max(20).default(5).describe('Login transactions kept at once (tabs)'),
+  redis: redis.prefault({}),
 })
 
 export const routeSchema = z.strictObject({
@@ -330,6 +386,15 @@ const identity = z.strictObject({
     .prefault({}),
 })
 
+/** One endpoint's rate limit: at most `max` requests per client address in each `window`. */
+const rateLimit = (max: number) =>
+  z
+    .strictObject({
+      max: z.number().int().min(1).max(1_000_000).default(max),
+      window: duration('1m'),
+    })
+    .prefault({})
+
 export const configSchema = z.strictObject({
   server,
   provider,
@@ -344,6 +409,24 @@ export const configSchema = z.strictObject({
       requests: z.boolean().default(true).describe('One access-log line per request (false: only failed requests, 5xx)'),
     })
     .default({ level: 'info', requests: true }),
+  metrics: z
+    .strictObject({
+      listen: z
+        .string()
+        .regex(/^$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:9180, or "" (off)')
+        .default('')
+        .describe('Serve GET /metrics (Prometheus) on this address, apart from the proxy; "" = off'),
+    })
+    .prefault({}),
+  rateLimits: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe('Limit login starts, callbacks and back-channel logouts per client address'),
+      start: rateLimit(60),
+      callback: rateLimit(60),
+      backchannelLogout: rateLimit(600),
+    })
+    .prefault({})
+    .describe('Requests per client address (after server.trustedProxies) and window; over it: 429 with Retry-After. Shared through session.redis when configured'),
 })
 
 export type ConfigInput = z.input<typeof configSchema>

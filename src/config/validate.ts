@@ -618,7 +618,60 @@ export function crossFieldIssues(raw: unknown): ConfigIssue[] {
   checkSessionTimes(raw, issues)
   checkRoutes(raw, issues)
   checkIdentityHeaders(raw, issues)
+  checkScaleOut(raw, issues)
   return issues
+}
+
+/** Which of `session.redis`'s three ways to reach Redis a raw tree sets. */
+export function redisModes(redis: { readonly url: string; readonly sentinel: { readonly nodes: readonly string[] }; readonly cluster: { readonly nodes: readonly string[] } }): ('url' | 'sentinel' | 'cluster')[] {
+  const modes: ('url' | 'sentinel' | 'cluster')[] = []
+  if (redis.url !== '') modes.push('url')
+  if (redis.sentinel.nodes.length > 0) modes.push('sentinel')
+  if (redis.cluster.nodes.length > 0) modes.push('cluster')
+  return modes
+}
+
+/** Redis, TLS listener, workers and metrics: the settings that only make sense together. */
+function checkScaleOut(raw: unknown, issues: ConfigIssue[]): void {
+  const store = parsed(SESSION.store, rawAt(raw, ['session', 'store']))
+  const redis = parsed(SESSION.redis, rawAt(raw, ['session', 'redis']))
+  let redisConfigured: boolean | undefined
+  if (redis !== undefined) {
+    const modes = redisModes(redis)
+    redisConfigured = modes.length > 0
+    if (modes.length > 1) {
+      issues.push({ path: 'session.redis', message: `set one of url, sentinel.nodes or cluster.nodes, not ${modes.join(' and ')}` })
+    }
+    if (modes.includes('sentinel') && redis.sentinel.masterName === '') {
+      issues.push({ path: 'session.redis.sentinel.masterName', message: 'is required with sentinel.nodes (the master set name the Sentinels watch)' })
+    }
+    if ((redis.tls.cert === '') !== (redis.tls.key === '')) {
+      issues.push({ path: `session.redis.tls.${redis.tls.cert === '' ? 'cert' : 'key'}`, message: 'client certificate and key go together: set both (certFile, keyFile) or neither' })
+    }
+    if (store === 'redis' && !redisConfigured) {
+      issues.push({ path: 'session.redis.url', message: 'is required with session.store: redis (or sentinel.nodes, or cluster.nodes)' })
+    }
+  }
+  const tls = parsed(SERVER.tls, rawAt(raw, ['server', 'tls']))
+  if (tls !== undefined && (tls.cert === '') !== (tls.key === '')) {
+    issues.push({ path: `server.tls.${tls.cert === '' ? 'cert' : 'key'}`, message: 'an HTTPS listener needs both a certificate and its key (certFile, keyFile)' })
+  }
+  const workers = parsed(SERVER.workers, rawAt(raw, ['server', 'workers']))
+  if (workers !== undefined && workers !== 1) {
+    if (store === 'memory') {
+      issues.push({ path: 'server.workers', message: 'more than one worker cannot share session.store: memory (each process has its own); use redis, or cookie with session.redis' })
+    } else if (redisConfigured === false) {
+      issues.push({
+        path: 'server.workers',
+        message: 'more than one worker needs session.redis: workers share revocations, the back-channel replay cache and the refresh lock through it, as replicas do',
+      })
+    }
+  }
+  const metricsListen = parsed(S.metrics.unwrap().shape.listen, rawAt(raw, ['metrics', 'listen']))
+  const listen = parsed(SERVER.listen, rawAt(raw, ['server', 'listen']))
+  if (metricsListen !== undefined && metricsListen !== '' && metricsListen === listen) {
+    issues.push({ path: 'metrics.listen', message: 'must be another address than server.listen (metrics are served apart from the proxy)' })
+  }
 }
 
 /** `Object.freeze` all the way down, so no layer can change the config after start (rule 7). */

@@ -18,7 +18,7 @@ const env = {
 }
 
 /** Leaf kinds: their values are data (strings, switches) or user-chosen keys (records), not schema keys. */
-const LEAF_TYPES = new Set(['string', 'number', 'boolean', 'enum', 'literal', 'record'])
+const LEAF_TYPES = new Set(['string', 'number', 'boolean', 'enum', 'literal', 'record', 'union'])
 
 /**
  * Every key path of the schema: `server.listen`, `provider.endpoints.jwks`, `routes[].match.pathPrefix`.

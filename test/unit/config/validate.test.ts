@@ -77,13 +77,13 @@ t.test('unknown keys: did-you-mean within edit distance 2, at parent.key', async
   raw.server.LISTEN = '0.0.0.0:1'
   raw.provider.clientSecretFiel = '/x'
   raw.session.zzzzzz = 1
-  raw.metrics = { listen: '' }
+  raw.tracing = { endpoint: '' }
   t.same(issuesOf(raw), [
-    { path: 'metrics', message: 'unknown key' },
     { path: 'provider.clientSecretFiel', message: 'unknown key (did you mean clientSecretFile?)' },
     { path: 'server.authPrefx', message: 'unknown key (did you mean authPrefix?)' },
     { path: 'server.LISTEN', message: 'unknown key (did you mean listen?)' },
     { path: 'session.zzzzzz', message: 'unknown key' },
+    { path: 'tracing', message: 'unknown key' },
   ])
 })
 
