@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'METHOD_NOT_ALLOWED' // a method Portcullis does not proxy (TRACE, CONNECT, WebDAV) → 405
   | 'TOKEN_INVALID' // a bearer or logout token failed verification → 401/400
   | 'NOT_READY' // provider metadata not loaded yet (outage at start) → 503 with Retry-After
+  | 'STORE_UNAVAILABLE' // Redis (sessions, revocations, refresh lock) not reachable → 503 with Retry-After; never let through
+  | 'RATE_LIMITED' // too many login starts / callbacks / back-channel logouts from one client address → 429 with Retry-After
   | 'NOT_FOUND' // no route matches the request → 404
   | 'UPSTREAM_UNAVAILABLE' // upstream refused or reset → 502
   | 'UPSTREAM_TIMEOUT' // upstream did not answer in time → 504

@@ -24,6 +24,8 @@ export const STATUS: Record<ErrorCode, number> = {
   METHOD_NOT_ALLOWED: 405,
   TOKEN_INVALID: 401,
   NOT_READY: 503,
+  STORE_UNAVAILABLE: 503,
+  RATE_LIMITED: 429,
   NOT_FOUND: 404,
   UPSTREAM_UNAVAILABLE: 502,
   UPSTREAM_TIMEOUT: 504,
@@ -47,6 +49,8 @@ export const TITLES: Record<ErrorCode, string> = {
   METHOD_NOT_ALLOWED: 'Method not allowed',
   TOKEN_INVALID: 'Not authenticated',
   NOT_READY: 'Sign-in is temporarily unavailable',
+  STORE_UNAVAILABLE: 'The service is temporarily unavailable',
+  RATE_LIMITED: 'Too many requests',
   NOT_FOUND: 'Not found',
   UPSTREAM_UNAVAILABLE: 'The application is not available',
   UPSTREAM_TIMEOUT: 'The application is taking too long',
@@ -57,9 +61,9 @@ export const TITLES: Record<ErrorCode, string> = {
 /** Codes whose page offers a fresh login. */
 const RETRY_LOGIN: ReadonlySet<ErrorCode> = new Set(['STEP_UP_FAILED', 'LOGIN_DENIED', 'LOGIN_FAILED', 'IDP_REJECTED', 'IDP_CLIENT_AUTH', 'SESSION_ENDED', 'IDP_UNAVAILABLE', 'NOT_READY'])
 /** Codes whose page offers the same request again (the application failed, not the login). */
-const RETRY_SAME: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
+const RETRY_SAME: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'STORE_UNAVAILABLE', 'RATE_LIMITED'])
 /** Codes that may clear with time: tell clients when to retry. */
-const RETRY_AFTER: ReadonlySet<ErrorCode> = new Set(['IDP_UNAVAILABLE', 'NOT_READY', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT'])
+const RETRY_AFTER: ReadonlySet<ErrorCode> = new Set(['IDP_UNAVAILABLE', 'NOT_READY', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'STORE_UNAVAILABLE', 'RATE_LIMITED'])
 
 export const PAGE_HEADERS = {
   'cache-control': 'no-store',

@@ -61,9 +61,16 @@ const RULES: Rule[] = [
       basics(to) || srcIn(to, 'session') || (typeOnly && (srcIs(to, 'config/types.ts') || srcIn(to, 'oidc'))) || ['pkg:jose', 'pkg:lru-cache'].includes(to),
   },
   {
+    // Redis-backed implementations of the domain's interfaces (store, revocations, replay cache, refresh lock).
+    name: 'redis/',
+    layer: inDir('redis'),
+    allow: (to, typeOnly) =>
+      basics(to) || srcIn(to, 'redis', 'session') || (typeOnly && (srcIs(to, 'config/types.ts') || srcIn(to, 'oidc'))) || ['pkg:ioredis', 'pkg:lru-cache'].includes(to),
+  },
+  {
     name: 'runtime.ts',
     layer: isFile('runtime.ts'),
-    allow: (to) => basics(to) || srcIn(to, 'config', 'oidc', 'session', 'policy'),
+    allow: (to) => basics(to) || srcIn(to, 'config', 'oidc', 'session', 'policy', 'redis'),
   },
   {
     name: 'http/ and app.ts',
