@@ -187,7 +187,20 @@ function createLogger(level: string): Logger {
 }
 
 function runtimeDeps(log: Logger): RuntimeDeps {
+  // Redis reports every failed reconnect (every 2 s at most): log the change of state, not each try.
+  let redisDown = false
   return {
+    redisEvents: {
+      onReady: () => {
+        log.info({ recovered: redisDown }, 'redis connected')
+        redisDown = false
+      },
+      onError: (err) => {
+        if (redisDown) return
+        redisDown = true
+        log.error({ err }, 'redis not reachable; requests that need it get 503 until it is back; reconnecting')
+      },
+    },
     providerEvents: {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
       onError: (err, retryInMs) =>

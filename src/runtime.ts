@@ -25,6 +25,7 @@ import { ASYMMETRIC_ALGS } from './oidc/jwks.ts'
 import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXES, type HeaderScreen } from './policy/headers.ts'
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
 import { DEFAULT_IDENTITY_HEADERS } from './config/schema.ts'
+import { connectRedis, redisConfigured, type RedisEvents, type RedisLink } from './redis/connection.ts'
 
 /**
  * The immutable snapshot of everything a request needs, built from a validated config (the runtime
@@ -73,6 +74,12 @@ export interface Runtime {
   readonly defaultPolicy: RoutePolicy
   /** Signs `X-Portcullis-Assertion` (`identity.assertion.enabled`), else null. */
   readonly assertions: AssertionSigner | null
+  /**
+   * The Redis connection when `session.redis` is configured, else null: shared by sessions
+   * (`store: redis`), revocations, the back-channel replay cache, the refresh lock and rate limits.
+   * A reload with the same `session.redis` keeps the connection; another one connects anew.
+   */
+  readonly redis: RedisLink | null
   close(): void
 }
 
@@ -80,6 +87,7 @@ export interface RuntimeDeps {
   readonly clock?: Clock
   readonly retry?: RetryPolicy
   readonly providerEvents?: ConnectionEvents
+  readonly redisEvents?: RedisEvents
   /**
    * The runtime being replaced (reload): its revocations, and its memory store when the new config
    * keeps `store: memory`, carry over, so a reload neither signs anyone out nor revives a revoked session.
@@ -106,6 +114,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   }
   const assertions = config.identity.assertion.enabled ? assertionSigner(config, publicUrl, clock, deps.previous) : null
   const provider = createProviderConnection(config.provider, redirectUri, deps.retry, deps.providerEvents, clock)
+  const redis = redisLinkFor(config, deps.previous, deps.redisEvents)
   const cookieName = config.session.cookieName
   const ownPrefix = `${cookieName}_`
   const sessionCookie = sessionCookieName(config)
@@ -195,8 +204,29 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     }),
     defaultPolicy: compilePolicy({ id: 'access', require: { mfa: false, acr: [], maxAuthAge: 0 }, loginParams: {}, requiredScopes: [] }, config.access),
     assertions,
-    close: () => provider.stop(),
+    redis,
+    close: () => {
+      provider.stop()
+      if (redis !== null) releaseRedis(redis)
+    },
   }
+}
+
+/** How many runtimes hold each Redis connection (a reload hands it on); closed when none does. */
+const redisHolders = new WeakMap<RedisLink, number>()
+
+function redisLinkFor(config: Config, previous: Runtime | undefined, events: RedisEvents | undefined): RedisLink | null {
+  if (!redisConfigured(config.session.redis)) return null
+  const kept = previous?.redis ?? null
+  const link = kept !== null && JSON.stringify(previous?.config.session.redis) === JSON.stringify(config.session.redis) ? kept : connectRedis(config.session.redis, events)
+  redisHolders.set(link, (redisHolders.get(link) ?? 0) + 1)
+  return link
+}
+
+function releaseRedis(link: RedisLink): void {
+  const left = (redisHolders.get(link) ?? 1) - 1
+  redisHolders.set(link, left)
+  if (left <= 0) void link.close()
 }
 
 /**
