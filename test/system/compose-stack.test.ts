@@ -1,15 +1,18 @@
 /**
  * The docker-compose stack of deploy/compose, without a Docker engine: the same topology as local
  * processes. The provider is the embedded test provider (in place of Keycloak) on 127.0.0.1:0, the
- * demo app is the echo upstream (in place of traefik/whoami), and Portcullis is a real child process
- * started on deploy/compose/portcullis.yaml itself, with the environment the compose file gives it
- * plus the few overrides only this test needs (listen/publicUrl port, issuer, demo app URL).
+ * demo app is the echo upstream (in place of traefik/whoami), Redis is Debian's redis-server, the front
+ * is Debian's nginx running deploy/compose/nginx/front.conf (its addresses replaced), and the two
+ * Portcullis replicas are real child processes started on deploy/compose/portcullis.yaml itself, with
+ * the environment the compose file gives them plus the few overrides only this test needs
+ * (listen/publicUrl port, issuer, demo app and Redis URLs, the front's loopback address as trusted).
  *
  * First the files are read and held against each other, so what the test runs is what compose would:
- * the services, the config mount, the demo app's missing host port, the provider's network alias equal
- * to the issuer host, the environment the config needs, the realm's client (id, secret, redirect URI)
- * and its two users (with the test provider's e-mails, passwords and groups). Then alice and bob log
- * in over HTTP and reach the demo app with identity headers; /admin admits alice and refuses bob.
+ * the services, the config mount, the demo app's and Redis's missing host ports, the front's upstreams
+ * naming the replicas, the provider's network alias equal to the issuer host, the environment the
+ * config needs, the realm's client (id, secret, redirect URI) and its two users (with the test
+ * provider's e-mails, passwords and groups). Then alice and bob log in through the front and reach the
+ * demo app with identity headers, whichever replica answers; /admin admits alice and refuses bob.
  */
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -17,8 +20,9 @@ import t from 'tap'
 import YAML from 'yaml'
 import { DEMO_USERS, startTestProvider, type DemoUser } from '../helpers/provider.ts'
 import { startTestUpstream } from '../helpers/upstream.ts'
-import { holdPort } from '../helpers/ports.ts'
-import { spawnPortcullis } from '../helpers/process.ts'
+import { fillPlaceholders } from '../helpers/fronts.ts'
+import { holdPorts, servedBy, startReplicas } from '../helpers/replicas.ts'
+import { startRedis } from '../helpers/redis.ts'
 import { login, NAVIGATION_HEADERS } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
 import { eventually } from '../helpers/wait.ts'
@@ -44,7 +48,10 @@ function str(value: unknown): string {
 }
 
 const services = obj(compose.services)
-const portcullis = obj(services.portcullis)
+const portcullis = obj(services['portcullis-1'])
+const front = obj(services.front)
+const redisService = obj(services.redis)
+const FRONT_CONF = resolve(DIR, 'nginx/front.conf')
 const keycloak = obj(services.keycloak)
 const demoApp = obj(services['demo-app'])
 const composeEnv = Object.fromEntries(Object.entries(obj(portcullis.environment)).map(([k, v]) => [k, String(v)]))
@@ -69,12 +76,27 @@ function realmFile(): string | undefined {
 }
 
 t.test('docker-compose.yaml runs what this test runs', async (t) => {
-  t.same(Object.keys(services).sort(), ['demo-app', 'keycloak', 'portcullis'], 'three services (no Redis yet)')
+  t.same(Object.keys(services).sort(), ['demo-app', 'front', 'keycloak', 'portcullis-1', 'portcullis-2', 'redis'], 'six services: a front, two replicas, Redis, the provider, the app')
 
   t.same(portcullis.build, { context: '../..' }, "Portcullis is built from the repository's Dockerfile")
+  t.same(services['portcullis-2'], portcullis, 'the second replica is the first one again (one definition)')
   t.ok(list(portcullis.volumes).includes('./portcullis.yaml:/etc/portcullis/config.yaml:ro'), 'portcullis.yaml is mounted where the image reads its config')
-  t.same(list(portcullis.ports), [`${publicUrl.port}:4180`], "the publicUrl's port is published, to the listener's")
-  t.equal(str(obj(config.server).listen), '0.0.0.0:4180', 'the listener the published port goes to')
+  t.equal(portcullis.ports, undefined, 'the replicas publish no port: the front does')
+  t.same(list(front.ports), [`${publicUrl.port}:4180`], "the front publishes the publicUrl's port, to its listener's")
+  t.ok(list(front.volumes).includes('./nginx/front.conf:/etc/nginx/conf.d/default.conf:ro'), 'the front runs nginx/front.conf')
+  const frontConf = readFileSync(FRONT_CONF, 'utf8')
+  t.match(frontConf, /^\s*listen 4180;/m, 'which listens on the published port')
+  t.same(
+    [...frontConf.matchAll(/^\s*server ([\w.-]+):(\d+)\b/gm)].map((m) => `${m[1]}:${m[2]}`),
+    ['portcullis-1:4180', 'portcullis-2:4180'],
+    "and balances over the two replicas' listeners",
+  )
+  t.equal(str(obj(config.server).listen), '0.0.0.0:4180', 'the listener the front goes to')
+  t.equal(redisService.ports, undefined, 'Redis publishes no port')
+  t.match(str(redisService.image), /^redis:[0-9.]+-alpine$/, 'Redis is a pinned image')
+  t.equal(str(obj(config.session).store), 'redis', 'the replicas share sessions through Redis')
+  t.equal(str(obj(obj(config.session).redis).url), '${REDIS_URL:-redis://redis:6379}', 'at the redis service (overridable for this test)')
+  t.ok(Object.keys(obj(portcullis.depends_on)).includes('redis'), 'the replicas start after Redis')
 
   t.equal(demoApp.ports, undefined, 'the demo app has no published port: only Portcullis reaches it')
   t.equal(demoApp.expose, undefined, 'and exposes nothing either')
@@ -93,11 +115,12 @@ t.test('docker-compose.yaml runs what this test runs', async (t) => {
   t.same(required, ['PORTCULLIS_CLIENT_SECRET', 'PORTCULLIS_COOKIE_SECRET'], 'the variables the config needs')
   for (const name of required) t.ok(composeEnv[name], `${name} is set in the compose file`)
   t.same(
-    references(config).filter((r) => r.hasDefault).map((r) => r.name),
-    ['DEMO_APP_URL', 'DEMO_APP_URL'],
-    'the only reference with a default is the demo app URL (compose leaves it to the default)',
+    references(config).filter((r) => r.hasDefault).map((r) => r.name).sort(),
+    ['DEMO_APP_URL', 'DEMO_APP_URL', 'REDIS_URL'],
+    'the only references with a default are the demo app and Redis URLs (compose leaves them to the default)',
   )
-  t.equal(composeEnv.DEMO_APP_URL, undefined, 'compose does not set it')
+  t.equal(composeEnv.DEMO_APP_URL, undefined, 'compose does not set DEMO_APP_URL')
+  t.equal(composeEnv.REDIS_URL, undefined, 'nor REDIS_URL')
 
   // The routes' ${DEMO_APP_URL:-...} default names the demo-app service (whoami listens on 80).
   const upstreams = list(config.routes).map((r) => str(obj(r).upstream))
@@ -144,28 +167,38 @@ t.test('the stack as local processes: alice and bob log in through portcullis.ya
   const bob = DEMO_USERS[1] as DemoUser
   t.ok(alice.groups.includes('admins') && !bob.groups.includes('admins'), 'alice is an admin, bob is not')
 
-  // Held until Portcullis starts: the provider and the demo app bind port 0 meanwhile.
-  const { port, release } = await holdPort()
-  const proxyUrl = `http://127.0.0.1:${port}`
+  // Held until each server starts: the provider, the demo app and Redis bind port 0 meanwhile.
+  const [frontPort, one, two] = await holdPorts(3)
+  if (frontPort === undefined || one === undefined || two === undefined) throw new Error('ports')
+  const proxyUrl = frontPort.url
   const clientId = str(obj(config.provider).clientId)
   const provider = await startTestProvider(t, {
     clients: [{ clientId, clientSecret: composeEnv.PORTCULLIS_CLIENT_SECRET ?? '', redirectUris: [`${proxyUrl}/oauth2/callback`] }],
   })
   const demo = await startTestUpstream(t, { title: 'demo-app' })
-  await release()
-  const proc = await spawnPortcullis(t, {
-    file: CONFIG_FILE,
-    port,
-    env: {
-      ...composeEnv,
-      PORTCULLIS_SERVER_LISTEN: `127.0.0.1:${port}`,
-      PORTCULLIS_SERVER_PUBLIC_URL: proxyUrl,
-      PORTCULLIS_PROVIDER_ISSUER: provider.issuer,
-      DEMO_APP_URL: demo.url,
-    },
+  const redis = await startRedis(t)
+  // front.conf as compose runs it, with the replicas' and its own addresses replaced.
+  const frontBlock = fillPlaceholders(readFileSync(FRONT_CONF, 'utf8'), {
+    'listen 4180;': `listen 127.0.0.1:${frontPort.port};`,
+    'server portcullis-1:4180': `server 127.0.0.1:${one.port}`,
+    'server portcullis-2:4180': `server 127.0.0.1:${two.port}`,
   })
-  const ready = await eventually(async () => (await request(`${proxyUrl}/readyz`)).status === 200, { timeoutMs: 15_000, everyMs: 100 })
-  t.ok(ready, 'Portcullis connects to the provider (/readyz 200)')
+  const stack = await startReplicas(t, frontPort, [one, two], { file: CONFIG_FILE }, (port) => ({
+    ...composeEnv,
+    PORTCULLIS_SERVER_LISTEN: `127.0.0.1:${port}`,
+    PORTCULLIS_SERVER_PUBLIC_URL: proxyUrl,
+    PORTCULLIS_SERVER_TRUSTED_PROXIES: '[127.0.0.1]',
+    PORTCULLIS_PROVIDER_ISSUER: provider.issuer,
+    DEMO_APP_URL: demo.url,
+    REDIS_URL: redis.url,
+  }), frontBlock)
+  const proc = stack.replicas[0]
+  if (proc === undefined) throw new Error('replicas')
+  const ready = await eventually(
+    async () => (await Promise.all(stack.replicas.map(async (r) => (await request(`${r.url}/readyz`)).status))).every((s) => s === 200),
+    { timeoutMs: 15_000, everyMs: 100 },
+  )
+  t.ok(ready, 'both replicas connect to the provider and to Redis (/readyz 200)')
   // Portcullis flushes its log every 250 ms: wait for the line rather than expect it already.
   const warned = await eventually(
     () => proc.logs.some((l) => l.level === 40 && str(l.msg).includes('provider.allowInsecureHttpHosts (id.localtest.me)')),
@@ -196,6 +229,11 @@ t.test('the stack as local processes: alice and bob log in through portcullis.ya
   }
 
   const aliceJar = await signIn(alice)
+  // No stickiness: a few more requests through the front are served by both replicas, with the one session.
+  const since = stack.replicas.map((r) => r.logs.length)
+  for (let i = 0; i < 6; i++) t.equal((await request(`${proxyUrl}/spread`, { jar: aliceJar })).status, 200, `alice's request ${i + 1} through the front`)
+  const spread = await eventually(() => servedBy(stack.replicas, '/spread', since).every((n) => n > 0), { timeoutMs: 5_000, everyMs: 50 })
+  t.ok(spread, `both replicas served alice's session (${servedBy(stack.replicas, '/spread', since).join(' + ')})`)
   const aliceAdmin = await request(`${proxyUrl}/admin/users`, { jar: aliceJar })
   t.equal(aliceAdmin.status, 200, 'alice (admins) may use /admin')
   t.equal(demo.requests.at(-1)?.url, '/admin/users', 'and the demo app serves it')
