@@ -1,7 +1,9 @@
 /**
  * The Kubernetes kit (deploy/kubernetes), without a cluster: every kustomization (the base and each
- * overlay, found by listing the directory) is rendered with `kubectl kustomize`, and the rendered
- * objects are checked the way an API server and a careful reviewer would:
+ * overlay, found by listing the directory) is rendered with `kubectl kustomize`, as shipped and once
+ * more with each Kustomize Component of deploy/kubernetes/components added (on a temp copy of the
+ * kit, as the kit's README tells the operator to: `components: [../../components/redis]`), and the
+ * rendered objects are checked the way an API server and a careful reviewer would:
  *
  * - schemas: core objects with kubernetes-models' `.validate()` (the Kubernetes OpenAPI schemas, on
  *   Node 20: version 4.5.1); custom resources (Traefik Middleware/IngressRoute, Gateway API HTTPRoute,
@@ -19,6 +21,17 @@
  *   Secret), and its `server.listen` port, `authPrefix`, identity headers and session cookie name are
  *   what the probes, ports, annotations and CRDs use.
  * - security invariants on every container, and `restartPolicy: Always` on a sidecar initContainer.
+ * - scale-out: a Portcullis workload with more than one replica, or an HPA, must have session.redis
+ *   (without it a back-channel logout received by one replica is not honoured by the others) and not
+ *   the memory store; session.redis must have a password; its host:port must be a Service of the
+ *   kustomization that reaches a Redis container, or a documented external name. A Redis in the kit
+ *   (components/redis) must be one Pod that is never doubled (Recreate), read its requirepass from the
+ *   same Secret key as Portcullis's passwordFile, and be behind a NetworkPolicy that admits the
+ *   Portcullis pods, on the Redis port, and nothing else.
+ * - the environment Kubernetes gives the Pod: unless `enableServiceLinks: false`, every Service of
+ *   the namespace injects `<NAME>_SERVICE_HOST`, `<NAME>_PORT`, ... variables, which the loader reads as
+ *   PORTCULLIS_<SECTION>_<KEY> overrides when the Service's name starts with portcullis-; the config is
+ *   loaded with that environment.
  *
  * External names (the user's app and its TLS Secrets, the Gateway) are listed in EXTERNAL below and in
  * deploy/kubernetes/README.md. The checks are plain functions returning problems; the self-tests at
@@ -29,7 +42,7 @@
  */
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -43,6 +56,7 @@ import { Deployment } from 'kubernetes-models/apps/v1/Deployment'
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget'
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler'
 import { Ingress } from 'kubernetes-models/networking.k8s.io/v1/Ingress'
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy'
 import { loadConfig, type Config } from '../../src/config/index.ts'
 import { sessionCookieName } from '../../src/runtime.ts'
 
@@ -54,6 +68,8 @@ const KUBECTL = process.env.KUBECTL ?? '/usr/bin/kubectl'
 /** Names the kit refers to but does not contain: the operator's own objects (see the kit's README). */
 const EXTERNAL = {
   services: new Set(['app']),
+  /** The Redis Service session.redis names, in Portcullis's namespace: yours, or components/redis's. */
+  redis: new Set(['portcullis-redis']),
   tlsSecrets: new Set(['app-example-com-tls', 'auth-example-com-tls']),
   gateways: new Set(['envoy-gateway-system/eg']),
 }
@@ -93,6 +109,7 @@ const CORE: Record<string, (data: Obj) => { validate(): void }> = {
   'policy/v1/PodDisruptionBudget': (d) => new PodDisruptionBudget(d as ConstructorParameters<typeof PodDisruptionBudget>[0]),
   'autoscaling/v2/HorizontalPodAutoscaler': (d) => new HorizontalPodAutoscaler(d as ConstructorParameters<typeof HorizontalPodAutoscaler>[0]),
   'networking.k8s.io/v1/Ingress': (d) => new Ingress(d as ConstructorParameters<typeof Ingress>[0]),
+  'networking.k8s.io/v1/NetworkPolicy': (d) => new NetworkPolicy(d as ConstructorParameters<typeof NetworkPolicy>[0]),
 }
 
 const STRING = { type: 'string', minLength: 1 }
@@ -317,10 +334,37 @@ function parseObjects(text: string, source: string): Obj[] {
   })
 }
 
-function render(dir: string): Obj[] {
-  const out = spawnSync(KUBECTL, ['kustomize', join(KIT, dir)], { encoding: 'utf8' })
+/** The Kustomize Components of the kit (deploy/kubernetes/components/<name>). */
+function componentDirs(): string[] {
+  if (!existsSync(join(KIT, 'components'))) return []
+  return readdirSync(join(KIT, 'components'), { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => `components/${d.name}`)
+    .sort()
+}
+
+function render(dir: string, root = KIT): Obj[] {
+  const out = spawnSync(KUBECTL, ['kustomize', join(root, dir)], { encoding: 'utf8' })
   if (out.status !== 0) throw new Error(`kubectl kustomize ${dir} failed: ${out.stderr}`)
   return parseObjects(out.stdout, dir)
+}
+
+/**
+ * `dir` with `component` added the way the kit's README says (its relative path appended to the
+ * kustomization's `components:`), rendered from a temp copy of the kit, so the kit is not touched.
+ */
+function renderWithComponent(dir: string, component: string): Obj[] {
+  const temp = mkdtempSync(join(tmpdir(), 'portcullis-kit-'))
+  try {
+    cpSync(KIT, temp, { recursive: true })
+    const file = join(temp, dir, 'kustomization.yaml')
+    const k = obj(YAML.parse(readFileSync(file, 'utf8')))
+    k.components = [...strs(k.components), posix.relative(dir, component)]
+    writeFileSync(file, YAML.stringify(k))
+    return render(dir, temp)
+  } finally {
+    rmSync(temp, { recursive: true, force: true })
+  }
 }
 
 /** The kustomization's resource files that are files (not directories), for the no-kubectl fallback. */
@@ -442,8 +486,47 @@ function secretValue(secret: Obj, key: string): string {
 }
 
 /**
- * Loads the Portcullis config mounted into `at` with the project's loader: `*File` paths must resolve
- * into a mounted Secret (their contents, from the rendered Secret, go to temp files for the loader).
+ * The variables Kubernetes puts into a container's environment: its `env` values (and Secret and
+ * ConfigMap keys), plus, unless the Pod says `enableServiceLinks: false`, the service links of every
+ * Service in the Pod's namespace (`<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT NAME>]`,
+ * `<NAME>_PORT`, `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`; the cluster IP is made up).
+ */
+export function podEnv(kit: Kit, at: ContainerAt): Record<string, string> {
+  const env: Record<string, string> = {}
+  if (at.pod.spec.enableServiceLinks !== false) {
+    for (const svc of of(kit, 'Service').filter((x) => ns(x) === ns(at.pod.owner) && get(x, 'spec', 'clusterIP') !== 'None')) {
+      const prefix = name(svc).toUpperCase().replaceAll('-', '_')
+      const ip = '10.96.0.10'
+      const ports = objs(get(svc, 'spec', 'ports'))
+      ports.forEach((p, i) => {
+        const port = String(p.port)
+        const proto = (str(p.protocol) ?? 'TCP').toUpperCase()
+        const url = `${proto.toLowerCase()}://${ip}:${port}`
+        if (i === 0) Object.assign(env, { [`${prefix}_SERVICE_HOST`]: ip, [`${prefix}_SERVICE_PORT`]: port, [`${prefix}_PORT`]: url })
+        if (typeof p.name === 'string') env[`${prefix}_SERVICE_PORT_${p.name.toUpperCase().replaceAll('-', '_')}`] = port
+        const base = `${prefix}_PORT_${port}_${proto}`
+        Object.assign(env, { [base]: url, [`${base}_PROTO`]: proto.toLowerCase(), [`${base}_PORT`]: port, [`${base}_ADDR`]: ip })
+      })
+    }
+  }
+  for (const e of objs(at.container.env)) {
+    const n = str(e.name)
+    if (n === undefined) continue
+    const secretRef = obj(get(e, 'valueFrom', 'secretKeyRef'))
+    const mapRef = obj(get(e, 'valueFrom', 'configMapKeyRef'))
+    const secret = typeof secretRef.name === 'string' ? find(kit, 'Secret', secretRef.name, ns(at.pod.owner)) : undefined
+    const map = typeof mapRef.name === 'string' ? find(kit, 'ConfigMap', mapRef.name, ns(at.pod.owner)) : undefined
+    if (typeof e.value === 'string') env[n] = e.value
+    else if (secret !== undefined) env[n] = secretValue(secret, str(secretRef.key) ?? '')
+    else if (map !== undefined) env[n] = str(obj(map.data)[str(mapRef.key) ?? '']) ?? ''
+  }
+  return env
+}
+
+/**
+ * Loads the Portcullis config mounted into `at` with the project's loader, in the environment the Pod
+ * gets (podEnv): `*File` paths must resolve into a mounted Secret (their contents, from the rendered
+ * Secret, go to temp files for the loader).
  */
 function loadPortcullisConfig(kit: Kit, at: ContainerAt, problems: string[]): PortcullisConfig | undefined {
   const mount = objs(at.container.volumeMounts).find((m) => m.mountPath === CONFIG_DIR)
@@ -479,7 +562,7 @@ function loadPortcullisConfig(kit: Kit, at: ContainerAt, problems: string[]): Po
       }
     }
     replace(tree)
-    const loaded = loadConfig({ text: YAML.stringify(tree), file: join(temp, CONFIG_KEY), env: {} })
+    const loaded = loadConfig({ text: YAML.stringify(tree), file: join(temp, CONFIG_KEY), env: podEnv(kit, at) })
     if (!loaded.ok) {
       for (const issue of loaded.issues) problems.push(`${kit.dir}: ConfigMap ${cmName} ${CONFIG_KEY}: ${issue.path}: ${issue.message}`)
       return undefined
@@ -489,6 +572,15 @@ function loadPortcullisConfig(kit: Kit, at: ContainerAt, problems: string[]): Po
   } finally {
     rmSync(temp, { recursive: true, force: true })
   }
+}
+
+/** The config.yaml text a Portcullis pod mounts ('{}' when there is none). */
+function configTextOf(kit: Kit, pod: PodOwner): string {
+  const at = containers(pod).find((c) => isPortcullis(c.container))
+  const mount = objs(at?.container.volumeMounts).find((m) => m.mountPath === CONFIG_DIR)
+  const volume = objs(pod.spec.volumes).find((v) => v.name === mount?.name)
+  const configMap = find(kit, 'ConfigMap', str(get(volume, 'configMap', 'name')) ?? '', ns(pod.owner))
+  return str(obj(configMap?.data)[CONFIG_KEY]) ?? '{}'
 }
 
 const SECURITY: [string, (c: Obj, pod: Obj) => boolean][] = [
@@ -560,10 +652,204 @@ function checkUrl(kit: Kit, where: string, text: string | undefined, path: strin
   return problems
 }
 
+// ---------------------------------------------------------------------------------------------
+// Scale-out: session.redis for several replicas, and the Redis it names.
+
+/** A Redis container: its image is redis (as components/redis names it) or valkey. */
+function isRedis(c: Obj): boolean {
+  return /(^|\/)(redis|valkey)(:|@|$)/.test(str(c.image) ?? '')
+}
+
+type RedisSettings = Config['session']['redis']
+
+const redisConfigured = (r: RedisSettings): boolean => r.url !== '' || r.sentinel.nodes.length > 0 || r.cluster.nodes.length > 0
+
+/** The host:port pairs session.redis connects to (the URL, or the Sentinels, or the Cluster seeds). */
+function redisEndpoints(r: RedisSettings): { host: string; port: number }[] {
+  if (r.url !== '') {
+    const url = new URL(r.url)
+    return [{ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 6379) }]
+  }
+  return [...r.sentinel.nodes, ...r.cluster.nodes].map((node) => {
+    const cut = node.lastIndexOf(':')
+    return { host: node.slice(0, cut).replace(/^\[|\]$/g, ''), port: Number(node.slice(cut + 1)) }
+  })
+}
+
+/**
+ * The Service a host names as cluster DNS resolves it from a Pod in `namespace`: `svc` (the Pod's own
+ * namespace), `svc.ns`, `svc.ns.svc` or `svc.ns.svc.cluster.local`; undefined for any other host.
+ */
+function clusterService(host: string, namespace: string): { name: string; namespace: string } | undefined {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)(?:\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)(?:\.svc(?:\.cluster\.local)?)?)?\.?$/.exec(host)
+  if (m === null) return undefined
+  return { name: m[1] as string, namespace: m[3] ?? namespace }
+}
+
+/** One Portcullis container whose config has session.redis, and the Redis workloads its endpoints reach. */
+interface RedisClient {
+  at: ContainerAt
+  loaded: PortcullisConfig
+  reaches: Obj[]
+}
+
+/** HPAs scaling this workload. */
+const hpasOf = (kit: Kit, owner: Obj): Obj[] =>
+  of(kit, 'HorizontalPodAutoscaler').filter((h) => {
+    const ref = obj(get(h, 'spec', 'scaleTargetRef'))
+    return ref.kind === owner.kind && ref.name === name(owner) && ns(h) === ns(owner)
+  })
+
+/**
+ * Several replicas (or an HPA) of a Portcullis workload need session.redis, and its endpoints must
+ * reach Redis: a Service here whose port leads to a Redis container, or a documented external name.
+ */
+function scaleOutProblems(kit: Kit, at: ContainerAt, loaded: PortcullisConfig): { problems: string[]; client?: RedisClient } {
+  const problems: string[] = []
+  const cfg = loaded.config
+  const owner = at.pod.owner
+  const replicas = Number(get(owner, 'spec', 'replicas') ?? 1)
+  const hpas = hpasOf(kit, owner)
+  const several = replicas > 1 || hpas.length > 0
+  const scale = `${replicas} replicas${hpas.length > 0 ? ` and an HPA up to ${Math.max(...hpas.map((h) => Number(get(h, 'spec', 'maxReplicas') ?? 1)))}` : ''}`
+  if (several && cfg.session.store === 'memory') problems.push(`${at.where}: ${scale} with session.store: memory (sessions live in one replica's memory; use redis)`)
+  if (!redisConfigured(cfg.session.redis)) {
+    if (several) {
+      problems.push(
+        `${at.where}: ${scale} without session.redis: a sign-out or back-channel logout received by one replica is not honoured by the others, and concurrent refreshes on two replicas replay a rotated refresh token`,
+      )
+    }
+    return { problems }
+  }
+  const r = cfg.session.redis
+  if (r.password === '' && (r.url === '' || new URL(r.url).password === '') && r.tls.cert === '') {
+    problems.push(`${at.where}: session.redis has no password (passwordFile from the Secret) and no client certificate`)
+  }
+  const reaches: Obj[] = []
+  for (const ep of redisEndpoints(r)) {
+    const where = `${at.where}: session.redis ${ep.host}:${ep.port}`
+    const ref = clusterService(ep.host, ns(owner))
+    const svc = ref === undefined ? undefined : find(kit, 'Service', ref.name, ref.namespace)
+    if (svc === undefined) {
+      if (ref === undefined || ref.namespace !== ns(owner) || !EXTERNAL.redis.has(ref.name)) problems.push(`${where} is neither a Service in this kustomization nor a documented external name`)
+      continue
+    }
+    const port = objs(get(svc, 'spec', 'ports')).find((p) => p.port === ep.port)
+    if (port === undefined) {
+      problems.push(`${where}: ${id(svc)} has no port ${ep.port}`)
+      continue
+    }
+    const target = port.targetPort ?? port.port
+    const behind = pods(kit).filter((p) => selects(obj(get(svc, 'spec', 'selector')), p.labels) && ns(p.owner) === ns(svc))
+    const redis = behind.filter((p) => containers(p).some((c) => isRedis(c.container) && containerPort(c.container, target) !== undefined))
+    if (redis.length === 0 || redis.length !== behind.length) problems.push(`${where}: ${id(svc)} target ${String(target)} does not reach a Redis container port`)
+    reaches.push(...redis.map((p) => p.owner))
+  }
+  return { problems, client: { at, loaded, reaches } }
+}
+
+/** The Secret keys a container's command and args read, by their mounted file paths. */
+function filesRead(kit: Kit, at: ContainerAt): { file: string; secret: string; key: string }[] {
+  const text = [...strs(at.container.command), ...strs(at.container.args)].join('\n')
+  const out: { file: string; secret: string; key: string }[] = []
+  for (const m of objs(at.container.volumeMounts)) {
+    const volume = objs(at.pod.spec.volumes).find((v) => v.name === m.name)
+    const secretName = str(get(volume, 'secret', 'secretName'))
+    if (secretName === undefined) continue
+    const items = objs(get(volume, 'secret', 'items'))
+    const secret = find(kit, 'Secret', secretName, ns(at.pod.owner))
+    const keys = items.length > 0 ? items.map((i) => ({ key: str(i.key) ?? '', path: str(i.path) ?? '' })) : Object.keys(obj(secret?.data)).map((k) => ({ key: k, path: k }))
+    for (const { key, path } of keys) {
+      const file = posix.join(str(m.mountPath) ?? '', path)
+      if (text.includes(file)) out.push({ file, secret: secretName, key })
+    }
+  }
+  return out
+}
+
+/** NetworkPolicy peers and ports, for the policies that select these pods' ingress. */
+function ingressPolicies(kit: Kit, pod: PodOwner): Obj[] {
+  return of(kit, 'NetworkPolicy').filter((np) => {
+    if (ns(np) !== ns(pod.owner)) return false
+    const types = strs(get(np, 'spec', 'policyTypes'))
+    if (types.length > 0 && !types.includes('Ingress')) return false
+    const selector = obj(get(np, 'spec', 'podSelector'))
+    const labels = obj(selector.matchLabels)
+    return selector.matchExpressions === undefined && Object.entries(labels).every(([k, v]) => pod.labels[k] === v)
+  })
+}
+
+/**
+ * Every Redis Deployment in the kit: reached by a Portcullis config, one Pod that is never doubled,
+ * requirepass from the Secret key Portcullis's passwordFile reads, and a NetworkPolicy that admits the
+ * Portcullis pods that use it, on its port, and nothing else.
+ */
+function redisProblems(kit: Kit, clients: RedisClient[]): string[] {
+  const problems: string[] = []
+  for (const pod of pods(kit).filter((p) => containers(p).some((c) => isRedis(c.container)))) {
+    const where = id(pod.owner)
+    const users = clients.filter((c) => c.reaches.includes(pod.owner))
+    if (users.length === 0) problems.push(`${where}: no Portcullis config's session.redis reaches this Redis`)
+    if (Number(get(pod.owner, 'spec', 'replicas') ?? 1) !== 1) problems.push(`${where}: Redis pods that do not replicate must be exactly one replica (each would hold part of the sessions and revocations)`)
+    if (get(pod.owner, 'spec', 'strategy', 'type') !== 'Recreate') problems.push(`${where}: needs strategy Recreate (a rolling update runs two unreplicated Redis pods behind one Service)`)
+    const redis = containers(pod).filter((c) => isRedis(c.container))
+    for (const at of redis) {
+      const text = [...strs(at.container.command), ...strs(at.container.args)].join('\n')
+      if (!text.includes('requirepass')) problems.push(`${at.where}: runs without requirepass`)
+      const reads = filesRead(kit, at)
+      for (const user of users) {
+        const ref = fileRefs(YAML.parse(user.loaded.text)).find((f) => f.path === 'session.redis.passwordFile')
+        const theirs = ref === undefined ? undefined : secretFileAt(kit, user.at, ref.file)
+        if (theirs === undefined || typeof theirs === 'string') {
+          problems.push(`${at.where}: ${user.at.where} does not read the Redis password from a Secret (session.redis.passwordFile)`)
+          continue
+        }
+        if (!reads.some((r) => r.secret === name(theirs.secret) && r.key === theirs.key)) {
+          problems.push(`${at.where}: its requirepass is not read from Secret ${name(theirs.secret)} key ${theirs.key}, which ${user.at.where} reads for session.redis.passwordFile (reads: ${reads.map((r) => `${r.secret}/${r.key}`).join(', ') || 'none'})`)
+        }
+      }
+    }
+    // The NetworkPolicy: only the Portcullis pods that use this Redis, from this namespace, on its port.
+    const policies = ingressPolicies(kit, pod)
+    if (policies.length === 0) {
+      problems.push(`${where}: no NetworkPolicy limits who reaches this Redis`)
+      continue
+    }
+    const admitted = new Set<Obj>()
+    for (const np of policies) {
+      for (const rule of objs(get(np, 'spec', 'ingress'))) {
+        const from = objs(rule.from)
+        if (from.length === 0) problems.push(`${id(np)}: an ingress rule without from admits every source`)
+        for (const peer of from) {
+          if (peer.namespaceSelector !== undefined || peer.ipBlock !== undefined) problems.push(`${id(np)}: a peer with namespaceSelector or ipBlock admits more than this namespace's Portcullis pods`)
+          const selector = obj(peer.podSelector)
+          const labels = obj(selector.matchLabels)
+          if (selector.matchExpressions !== undefined || Object.keys(labels).length === 0) {
+            problems.push(`${id(np)}: a peer's podSelector must name labels (matchLabels); an empty one admits every pod of the namespace`)
+            continue
+          }
+          for (const p of pods(kit).filter((x) => ns(x.owner) === ns(np) && Object.entries(labels).every(([k, v]) => x.labels[k] === v))) {
+            if (!containers(p).some((c) => isPortcullis(c.container))) problems.push(`${id(np)}: admits ${id(p.owner)}, which runs no Portcullis`)
+            admitted.add(p.owner)
+          }
+        }
+        const ports = objs(rule.ports)
+        if (ports.length === 0) problems.push(`${id(np)}: an ingress rule without ports admits every port`)
+        for (const port of ports) {
+          if (!redis.some((at) => containerPort(at.container, port.port) !== undefined)) problems.push(`${id(np)}: port ${String(port.port)} is no Redis container port`)
+        }
+      }
+    }
+    for (const user of users) if (!admitted.has(user.at.pod.owner)) problems.push(`${where}: its NetworkPolicy does not admit ${id(user.at.pod.owner)}, whose Portcullis uses it`)
+  }
+  return problems
+}
+
 /** Everything but the schemas, for one rendered kustomization. */
 export function kitProblems(kit: Kit): string[] {
   const problems: string[] = []
   const configs: PortcullisConfig[] = []
+  const redisClients: RedisClient[] = []
 
   for (const pod of pods(kit)) {
     const terminationGrace = typeof pod.spec.terminationGracePeriodSeconds === 'number' ? pod.spec.terminationGracePeriodSeconds : 30
@@ -597,6 +883,9 @@ export function kitProblems(kit: Kit): string[] {
       const loaded = loadPortcullisConfig(kit, at, problems)
       if (loaded === undefined) continue
       configs.push(loaded)
+      const scaleOut = scaleOutProblems(kit, at, loaded)
+      problems.push(...scaleOut.problems)
+      if (scaleOut.client !== undefined) redisClients.push(scaleOut.client)
       const http = objs(c.ports).filter((p) => p.name === 'http')
       if (http.length !== 1 || http[0]?.containerPort !== loaded.port) problems.push(`${at.where}: container port http is ${String(http[0]?.containerPort)}, server.listen says ${loaded.port}`)
       for (const p of objs(c.ports)) if (p.containerPort !== loaded.port) problems.push(`${at.where}: container port ${String(p.name)} ${String(p.containerPort)} is not server.listen's ${loaded.port}`)
@@ -628,6 +917,7 @@ export function kitProblems(kit: Kit): string[] {
   }
   const portcullis = configs[0]
   if (portcullis === undefined) problems.push(`${kit.dir}: no Portcullis container with a loadable config`)
+  problems.push(...redisProblems(kit, redisClients))
 
   // Services: selectors match pods; targetPorts resolve; to Portcullis's port when Portcullis is behind.
   for (const svc of of(kit, 'Service')) {
@@ -800,36 +1090,46 @@ export function kitProblems(kit: Kit): string[] {
 // The tests.
 
 const dirs = kustomizations()
+const components = componentDirs()
+/** Every rendering: each kustomization as shipped, and with each component added. */
+const variants: { key: string; dir: string; component?: string }[] = [
+  ...dirs.map((dir) => ({ key: dir, dir })),
+  ...components.flatMap((component) => dirs.map((dir) => ({ key: `${dir}+${component}`, dir, component }))),
+]
 const haveKubectl = existsSync(KUBECTL) && spawnSync(KUBECTL, ['version', '--client'], { encoding: 'utf8' }).status === 0
 const rendered = new Map<string, Kit>()
 /** Where kubectl is absent, the render-based tests are skipped with this reason (tap reports it). */
 const noKubectl: string | false = haveKubectl ? false : `${KUBECTL} is not available here: rendering and the cross-object checks are skipped (the raw files are still schema-checked)`
 if (noKubectl !== false) t.comment(noKubectl)
 
-t.test('the kit has a base and the five overlays', async (t) => {
+t.test('the kit has a base, the five overlays and the redis component', async (t) => {
   t.same(dirs, ['base', 'overlays/envoy-gateway', 'overlays/ingress-nginx', 'overlays/istio', 'overlays/sidecar', 'overlays/traefik'])
+  t.same(components, ['components/redis'])
+  for (const c of components) t.equal(obj(YAML.parse(readFileSync(join(KIT, c, 'kustomization.yaml'), 'utf8'))).kind, 'Component', `${c} is a Kustomize Component`)
 })
 
 t.test('raw resource files parse and pass their schemas (no kubectl needed)', async (t) => {
-  for (const dir of dirs) {
+  for (const dir of [...dirs, ...components]) {
     for (const file of rawResourceFiles(dir)) {
       // Without kustomize the namespace is not set yet: give it the kustomization's, as kustomize would.
       const k = obj(YAML.parse(readFileSync(join(KIT, dir, 'kustomization.yaml'), 'utf8')))
       for (const o of parseObjects(readFileSync(file, 'utf8'), file)) {
         const copy = clone(o)
-        if (o.kind !== 'Namespace' && typeof k.namespace === 'string') obj(copy.metadata).namespace ??= k.namespace
+        // A component takes the namespace of the kustomization that includes it.
+        const namespace = typeof k.namespace === 'string' ? k.namespace : 'portcullis'
+        if (o.kind !== 'Namespace') obj(copy.metadata).namespace ??= namespace
         t.same(schemaProblems(copy), [], `${dir}/${posix.basename(file)} ${id(copy)}`)
       }
     }
   }
 })
 
-for (const dir of dirs) {
-  t.test(`${dir}: rendered with kubectl kustomize and validated`, { skip: noKubectl }, async (t) => {
-    const objects = render(dir)
+for (const { key, dir, component } of variants) {
+  t.test(`${key}: rendered with kubectl kustomize and validated`, { skip: noKubectl }, async (t) => {
+    const objects = component === undefined ? render(dir) : renderWithComponent(dir, component)
     const meshFile = join(KIT, dir, 'mesh-config.yaml')
-    const kit: Kit = { dir, objects, ...(existsSync(meshFile) ? { meshConfig: YAML.parse(readFileSync(meshFile, 'utf8')) as unknown } : {}) }
-    rendered.set(dir, kit)
+    const kit: Kit = { dir: key, objects, ...(existsSync(meshFile) ? { meshConfig: YAML.parse(readFileSync(meshFile, 'utf8')) as unknown } : {}) }
+    rendered.set(key, kit)
     t.ok(objects.length >= 7, `${dir} renders ${objects.length} objects`)
     for (const o of objects) t.same(schemaProblems(o), [], `schema: ${id(o)}`)
     if (kit.meshConfig !== undefined) t.same(ajvProblems('mesh-config.yaml', meshConfigValidator, kit.meshConfig), [], 'mesh-config.yaml schema')
@@ -840,7 +1140,7 @@ for (const dir of dirs) {
     if (dir === 'overlays/sidecar') {
       t.equal(sidecars.length, 1, 'Portcullis is a native sidecar (an initContainer)')
       t.equal(sidecars[0]?.container.restartPolicy, 'Always', 'with restartPolicy: Always')
-      const app = pods(kit)[0]?.spec
+      const app = pods(kit).find((p) => containers(p).some((c) => isPortcullis(c.container)))?.spec
       const appContainers = objs(app?.containers)
       t.ok(appContainers.length > 0 && appContainers.every((c) => arr(c.ports).length === 0), 'the app declares no container port (it listens on loopback)')
       const configText = str(obj(of(kit, 'ConfigMap')[0]?.data)[CONFIG_KEY]) ?? '{}'
@@ -852,6 +1152,22 @@ for (const dir of dirs) {
     }
     const placeholders = of(kit, 'Secret').flatMap((s) => Object.keys(obj(s.data)).map((k) => secretValue(s, k)))
     t.ok(placeholders.length > 0 && placeholders.every((v) => v.startsWith('CHANGE-ME')), 'the Secrets hold marked placeholders only')
+    // Scale-out: every Portcullis here runs several replicas, so each has session.redis, and a Redis
+    // is in the rendering exactly when the component is added (the shipped kit names the operator's).
+    const portcullisPods = pods(kit).filter((p) => containers(p).some((c) => isPortcullis(c.container)))
+    t.ok(portcullisPods.length > 0 && portcullisPods.every((p) => Number(get(p.owner, 'spec', 'replicas') ?? 1) > 1 && hpasOf(kit, p.owner).length > 0), 'Portcullis runs several replicas with an HPA')
+    const redisUrls = portcullisPods.map((p) => str(get(YAML.parse(configTextOf(kit, p)), 'session', 'redis', 'url')))
+    t.same(redisUrls, portcullisPods.map(() => 'redis://portcullis-redis:6379'), 'session.redis.url names portcullis-redis')
+    const redisPods = pods(kit).filter((p) => containers(p).some((c) => isRedis(c.container)))
+    if (component === 'components/redis') {
+      t.equal(redisPods.length, 1, 'the component adds one Redis Deployment')
+      t.equal(of(kit, 'NetworkPolicy').length, 1, 'and its NetworkPolicy')
+      t.ok(find(kit, 'Service', 'portcullis-redis', ns(portcullisPods[0]?.owner ?? {})) !== undefined, 'and the Service portcullis-redis next to Portcullis')
+      t.equal(redisPods[0]?.spec.enableServiceLinks, false, 'Redis gets no service-link variables')
+    } else {
+      t.equal(redisPods.length, 0, 'no Redis without the component: session.redis names the Redis you provide')
+    }
+    t.ok(portcullisPods.every((p) => p.spec.enableServiceLinks === false), 'Portcullis gets no service-link variables')
   })
 }
 
