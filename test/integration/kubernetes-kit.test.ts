@@ -711,7 +711,7 @@ function scaleOutProblems(kit: Kit, at: ContainerAt, loaded: PortcullisConfig): 
   const replicas = Number(get(owner, 'spec', 'replicas') ?? 1)
   const hpas = hpasOf(kit, owner)
   const several = replicas > 1 || hpas.length > 0
-  const scale = `${replicas} replicas${hpas.length > 0 ? ` and an HPA up to ${Math.max(...hpas.map((h) => Number(get(h, 'spec', 'maxReplicas') ?? 1)))}` : ''}`
+  const scale = `${replicas} replica${replicas === 1 ? '' : 's'}${hpas.length > 0 ? ` and an HPA up to ${Math.max(...hpas.map((h) => Number(get(h, 'spec', 'maxReplicas') ?? 1)))}` : ''}`
   if (several && cfg.session.store === 'memory') problems.push(`${at.where}: ${scale} with session.store: memory (sessions live in one replica's memory; use redis)`)
   if (!redisConfigured(cfg.session.redis)) {
     if (several) {
@@ -1191,6 +1191,29 @@ const setConfig = (kit: Kit, edit: (text: string) => string): void => {
   data[CONFIG_KEY] = edit(str(data[CONFIG_KEY]) ?? '')
 }
 
+/** Edits the first ConfigMap's config.yaml as a YAML tree (comments do not matter in a mutated copy). */
+const editConfig = (kit: Kit, edit: (tree: Obj) => void): void =>
+  setConfig(kit, (text) => {
+    const tree = obj(YAML.parse(text))
+    edit(tree)
+    return YAML.stringify(tree)
+  })
+const sessionOf = (tree: Obj): Obj => obj(tree.session)
+const redisOf = (tree: Obj): Obj => obj(sessionOf(tree).redis)
+const deployment = (kit: Kit, n: string): Obj => {
+  const d = of(kit, 'Deployment').find((o) => name(o) === n)
+  if (d === undefined) throw new Error(`no Deployment ${n}`)
+  return d
+}
+const podSpec = (d: Obj): Obj => obj(get(d, 'spec', 'template', 'spec'))
+const redisContainer = (kit: Kit): Obj => {
+  const c = objs(podSpec(deployment(kit, 'portcullis-redis')).containers).find(isRedis)
+  if (c === undefined) throw new Error('no Redis container')
+  return c
+}
+const redisPeer = (kit: Kit): Obj => obj(objs(objs(get(first(kit, 'NetworkPolicy'), 'spec', 'ingress'))[0]?.from)[0])
+const WITH_REDIS = 'base+components/redis'
+
 const MUTATIONS: [string, string, Mutation, RegExp][] = [
   ['base', 'a probe on an undeclared port', (k) => (obj(get(portcullisContainer(k), 'livenessProbe', 'httpGet')).port = 'metrics'), /livenessProbe port metrics is not a declared container port/],
   ['base', 'a probe on the wrong number', (k) => (obj(get(portcullisContainer(k), 'readinessProbe', 'httpGet')).port = 8080), /readinessProbe port 8080/],
@@ -1222,6 +1245,42 @@ const MUTATIONS: [string, string, Mutation, RegExp][] = [
   ['overlays/envoy-gateway', 'no cookie in the check', (k) => (obj(get(first(k, 'SecurityPolicy'), 'spec', 'extAuth')).headersToExtAuth = ['accept', 'x-forwarded-proto']), /headersToExtAuth lacks cookie/],
   ['overlays/istio', 'a CUSTOM rule limited to one host', (k) => (obj(first(k, 'AuthorizationPolicy').spec).rules = [{ to: [{ operation: { hosts: ['app.example.com'] } }] }]), /one empty rule/],
   ['overlays/istio', 'a provider missing from the mesh config', (k) => (obj(get(first(k, 'AuthorizationPolicy'), 'spec', 'provider')).name = 'other'), /provider other is not in the overlay's mesh-config.yaml/],
+  // Scale-out: several replicas need session.redis, and it must reach a Redis with a password.
+  ['base', 'several replicas without session.redis', (k) => editConfig(k, (t) => ((sessionOf(t).store = 'cookie'), delete sessionOf(t).redis)), /2 replicas and an HPA up to 6 without session.redis: a sign-out or back-channel logout/],
+  ['base', 'an HPA (no replicas field) without session.redis', (k) => (delete obj(deployment(k, 'portcullis').spec).replicas, editConfig(k, (t) => ((sessionOf(t).store = 'cookie'), delete sessionOf(t).redis))), /1 replica and an HPA up to 6 without session.redis/],
+  ['overlays/sidecar', 'the memory store on several Pods', (k) => editConfig(k, (t) => (sessionOf(t).store = 'memory')), /with session.store: memory/],
+  ['overlays/ingress-nginx', 'the replaced config without session.redis', (k) => editConfig(k, (t) => ((sessionOf(t).store = 'cookie'), delete sessionOf(t).redis)), /without session.redis/],
+  ['base', 'a Secret without the Redis password', (k) => delete obj(first(k, 'Secret').data)['redis-password'], /session.redis.passwordFile: .*Secret portcullis-secrets-\w+ has no key redis-password/],
+  ['base', 'the Redis password not projected into the mount', (k) => objs(podSpec(deployment(k, 'portcullis')).volumes).forEach((v) => isObj(v.secret) && (v.secret.items = objs(v.secret.items).filter((i) => i.key !== 'redis-password'))), /session.redis.passwordFile: .*projects no item at path redis-password/],
+  ['base', 'session.redis without a password', (k) => editConfig(k, (t) => delete redisOf(t).passwordFile), /session.redis has no password/],
+  ['base', 'session.redis on an undocumented host', (k) => editConfig(k, (t) => (redisOf(t).url = 'redis://cache:6379')), /session.redis cache:6379 is neither a Service in this kustomization nor a documented external name/],
+  ['overlays/sidecar', 'session.redis on a Service of another namespace', (k) => editConfig(k, (t) => (redisOf(t).url = 'redis://portcullis-redis.redis.svc.cluster.local:6379')), /portcullis-redis.redis.svc.cluster.local:6379 is neither/],
+  ['base', 'service links on, and a Service portcullis-metrics in the namespace', (k) => {
+    delete podSpec(deployment(k, 'portcullis')).enableServiceLinks
+    const svc = clone(first(k, 'Service'))
+    obj(svc.metadata).name = 'portcullis-metrics'
+    k.objects.push(svc)
+  }, /environment variable PORTCULLIS_METRICS_PORT does not match any key of metrics/],
+  // The component's Redis: its Service, one Pod, its password, its NetworkPolicy.
+  [WITH_REDIS, 'the Redis Service on another port', (k) => objs(get(find(k, 'Service', 'portcullis-redis', 'portcullis'), 'spec', 'ports')).forEach((p) => (p.port = 6380)), /session.redis portcullis-redis:6379: Service\/portcullis\/portcullis-redis has no port 6379/],
+  [WITH_REDIS, 'the Redis Service aimed past Redis', (k) => objs(get(find(k, 'Service', 'portcullis-redis', 'portcullis'), 'spec', 'ports')).forEach((p) => (p.targetPort = 6380)), /target 6380 does not reach a Redis container port/],
+  [WITH_REDIS, 'session.redis on the wrong port', (k) => editConfig(k, (t) => (redisOf(t).url = 'redis://portcullis-redis:6380')), /portcullis-redis has no port 6380/],
+  [WITH_REDIS, 'a Redis no config uses', (k) => editConfig(k, (t) => (redisOf(t).url = 'redis://other-redis:6379')), /portcullis-redis: no Portcullis config's session.redis reaches this Redis/],
+  [WITH_REDIS, 'two Redis replicas', (k) => (obj(deployment(k, 'portcullis-redis').spec).replicas = 2), /exactly one replica/],
+  [WITH_REDIS, 'a rolling update of Redis', (k) => (obj(deployment(k, 'portcullis-redis').spec).strategy = { type: 'RollingUpdate' }), /needs strategy Recreate/],
+  [WITH_REDIS, 'Redis without requirepass', (k) => (redisContainer(k).args = ['exec redis-server --save ""']), /runs without requirepass/],
+  [WITH_REDIS, 'Redis reading another Secret key', (k) => objs(podSpec(deployment(k, 'portcullis-redis')).volumes).forEach((v) => isObj(v.secret) && objs(v.secret.items).forEach((i) => (i.key = 'cookie-secret'))), /requirepass is not read from Secret portcullis-secrets-\w+ key redis-password/],
+  [WITH_REDIS, 'Redis with a writable root filesystem', (k) => (obj(redisContainer(k).securityContext).readOnlyRootFilesystem = false), /portcullis-redis container redis: security: readOnlyRootFilesystem/],
+  [WITH_REDIS, 'Redis as root', (k) => ((obj(redisContainer(k).securityContext).runAsNonRoot = false), (obj(podSpec(deployment(k, 'portcullis-redis')).securityContext).runAsUser = 0)), /portcullis-redis container redis: security: runAsNonRoot/],
+  [WITH_REDIS, 'no NetworkPolicy', (k) => (k.objects = k.objects.filter((o) => o.kind !== 'NetworkPolicy')), /no NetworkPolicy limits who reaches this Redis/],
+  [WITH_REDIS, 'a NetworkPolicy for other pods', (k) => (redisPeer(k).podSelector = { matchLabels: { 'app.kubernetes.io/name': 'app' } }), /does not admit Deployment\/portcullis\/portcullis, whose Portcullis uses it/],
+  [WITH_REDIS, 'a NetworkPolicy admitting the whole namespace', (k) => (redisPeer(k).podSelector = {}), /an empty one admits every pod/],
+  [WITH_REDIS, 'a NetworkPolicy admitting other namespaces', (k) => (redisPeer(k).namespaceSelector = {}), /namespaceSelector or ipBlock/],
+  [WITH_REDIS, 'a NetworkPolicy rule without from', (k) => objs(get(first(k, 'NetworkPolicy'), 'spec', 'ingress')).forEach((r) => delete r.from), /without from admits every source/],
+  [WITH_REDIS, 'a NetworkPolicy on every port', (k) => objs(get(first(k, 'NetworkPolicy'), 'spec', 'ingress')).forEach((r) => delete r.ports), /without ports admits every port/],
+  [WITH_REDIS, 'a NetworkPolicy on another port', (k) => objs(get(first(k, 'NetworkPolicy'), 'spec', 'ingress')).forEach((r) => (r.ports = [{ port: 6380, protocol: 'TCP' }])), /port 6380 is no Redis container port/],
+  [WITH_REDIS, 'a NetworkPolicy admitting a pod without Portcullis', (k) => (obj(get(deployment(k, 'portcullis-redis'), 'spec', 'template', 'metadata', 'labels'))['portcullis-redis-client'] = 'true'), /admits Deployment\/portcullis\/portcullis-redis, which runs no Portcullis/],
+  ['overlays/sidecar+components/redis', 'app Pods without the client label', (k) => delete obj(get(deployment(k, 'legacy-app'), 'spec', 'template', 'metadata', 'labels'))['portcullis-redis-client'], /does not admit Deployment\/legacy\/legacy-app/],
 ]
 
 t.test('self-tests: each check fails on a mutated copy', { skip: noKubectl }, async (t) => {
