@@ -1297,6 +1297,34 @@ t.test('self-tests: each check fails on a mutated copy', { skip: noKubectl }, as
   }
 })
 
+t.test('the README recipes for your own Redis load: TLS with a CA from the Secret, and Sentinel', { skip: noKubectl }, async (t) => {
+  const base = rendered.get('base')
+  if (base === undefined) {
+    t.fail('base was not rendered')
+    return
+  }
+  const ca = '-----BEGIN CERTIFICATE-----\nMIIB (a CA bundle)\n-----END CERTIFICATE-----\n'
+  const tls = clone(base)
+  obj(first(tls, 'Secret').data)['redis-ca'] = Buffer.from(ca).toString('base64')
+  objs(podSpec(deployment(tls, 'portcullis')).volumes).forEach((v) => isObj(v.secret) && (v.secret.items = [...objs(v.secret.items), { key: 'redis-ca', path: 'redis-ca' }]))
+  editConfig(tls, (t) => Object.assign(redisOf(t), { url: 'rediss://my-cache.example.internal:6378', tls: { caFile: '/var/run/secrets/portcullis/redis-ca' } }))
+  // The one problem left is the host the kit cannot know (list yours in EXTERNAL if you keep this test).
+  t.same(kitProblems(tls).map((p) => p.replace(/^.*session\.redis /, '')), ['my-cache.example.internal:6378 is neither a Service in this kustomization nor a documented external name'], 'rediss:// with tls.caFile from the Secret loads')
+  const withoutItem = clone(tls)
+  objs(podSpec(deployment(withoutItem, 'portcullis')).volumes).forEach((v) => isObj(v.secret) && (v.secret.items = objs(v.secret.items).filter((i) => i.key !== 'redis-ca')))
+  t.match(kitProblems(withoutItem).join('\n'), /session.redis.tls.caFile: .*projects no item at path redis-ca/, 'and fails when the CA is not added to the volume items')
+  const sentinel = clone(base)
+  editConfig(sentinel, (t) => {
+    delete redisOf(t).url
+    redisOf(t).sentinel = { masterName: 'mymaster', nodes: ['redis-node-0.redis-headless:26379', 'redis-node-1.redis-headless:26379'] }
+  })
+  t.same(
+    kitProblems(sentinel).map((p) => p.replace(/^.*session\.redis /, '')),
+    ['redis-node-0.redis-headless:26379', 'redis-node-1.redis-headless:26379'].map((n) => `${n} is neither a Service in this kustomization nor a documented external name`),
+    'sentinel instead of url loads, and each Sentinel is an endpoint the check looks at',
+  )
+})
+
 t.test('self-tests: the schemas reject wrong types, misspelled fields and unknown kinds', { skip: noKubectl }, async (t) => {
   const base = rendered.get('base')
   const traefik = rendered.get('overlays/traefik')
