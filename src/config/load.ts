@@ -267,6 +267,9 @@ function overrideValue(path: PathSegment[], text: string): { value: unknown } | 
   }
 }
 
+/** The variable-name tails Kubernetes gives each Service of the namespace (`<NAME>_SERVICE_HOST`, `<NAME>_PORT_80_TCP_ADDR`, ...). */
+const SERVICE_LINK = /^(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$/
+
 /**
  * Step 4: `PORTCULLIS_<SECTION>_<KEY>` overrides. SECTION is a top-level key of the schema; KEY is matched
  * against that section's keys case-insensitively with `_` removed (`CLIENT_SECRET` and `CLIENTSECRET`
@@ -300,6 +303,10 @@ function applyOverrides(tree: Tree, env: ConfigSourceOptions['env'], referenced:
     }
     if (key === undefined) {
       if (referenced.has(name)) continue // used by ${...} in the file, not meant as an override
+      // Kubernetes service links: a Service named portcullis-metrics (or -session, -server, ...) in the
+      // namespace gives every pod PORTCULLIS_METRICS_SERVICE_HOST, _PORT, _PORT_9180_TCP_ADDR and the
+      // like. They are not overrides, and must not stop Portcullis from starting.
+      if (SERVICE_LINK.test(cut < 0 ? '' : rest.slice(cut + 1))) continue
       const envNames = keys.flatMap((k) => [`${ENV_PREFIX}${section.toUpperCase()}_${snake(k)}`, `${ENV_PREFIX}${section.toUpperCase()}_${snake(k)}_FILE`])
       const hint = suggest(name, envNames)
       issues.push({

@@ -269,6 +269,24 @@ t.test('PORTCULLIS_<SECTION>_<KEY> overrides', async (t) => {
     ])
   })
 
+  t.test("Kubernetes service links of a Service named portcullis-<section> are not overrides", async (t) => {
+    const links = {
+      PORTCULLIS_METRICS_SERVICE_HOST: '10.0.0.7',
+      PORTCULLIS_METRICS_SERVICE_PORT: '9180',
+      PORTCULLIS_METRICS_SERVICE_PORT_HTTP_METRICS: '9180',
+      PORTCULLIS_METRICS_PORT: 'tcp://10.0.0.7:9180',
+      PORTCULLIS_METRICS_PORT_9180_TCP: 'tcp://10.0.0.7:9180',
+      PORTCULLIS_METRICS_PORT_9180_TCP_PROTO: 'tcp',
+      PORTCULLIS_METRICS_PORT_9180_TCP_PORT: '9180',
+      PORTCULLIS_METRICS_PORT_9180_TCP_ADDR: '10.0.0.7',
+      PORTCULLIS_SESSION_SERVICE_HOST: '10.0.0.8',
+    }
+    const result = loadConfig({ text: yaml(), env: { ...env, ...links } })
+    t.equal(result.ok, true, result.ok ? 'loads' : JSON.stringify(result.issues))
+    const bad = loadConfig({ text: yaml(), env: { ...env, ...links, PORTCULLIS_METRICS_PORTS: 'x' } })
+    t.same(bad.ok ? [] : bad.issues.map((i) => i.path), ['metrics'], 'a near miss is still an issue')
+  })
+
   t.test('variables whose second segment is not a section are not overrides', async (t) => {
     const source = readConfigSource({ text: yaml(), env: { ...env, PORTCULLIS_CONFIG: '/etc/p.yaml', PORTCULLIS_CLIENT_ID: 'x', PORTCULLIS_FOO_BAR: 'y', PORTCULLIS_: 'z' } })
     t.same(source.issues, [])
