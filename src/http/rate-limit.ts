@@ -84,7 +84,7 @@ export function registerRateLimits(app: FastifyInstance, holder: RuntimeHolder, 
         stats.limited[bucket]++
         request.portcullis.logFields = { ...request.portcullis.logFields, rateLimit: bucket, client: addressKey(request) }
         const seconds = Math.min(Math.max(1, Math.ceil(result.ttl / 1000)), Math.ceil(windowOf(request, bucket) / 1000))
-        throw new PortcullisError('RATE_LIMITED', `Too many requests from your address. Try again in ${seconds} second${seconds === 1 ? '' : 's'}.`, {
+        throw new PortcullisError('RATE_LIMITED', `Your address has sent more requests than allowed. Try again in ${seconds} second${seconds === 1 ? '' : 's'}.`, {
           details: { retryAfter: String(seconds) },
         })
       }
