@@ -25,6 +25,7 @@ import { registerAssertionJwks } from './http/routes/assertion-jwks.ts'
 import { registerDebug } from './http/routes/debug.ts'
 import { registerResourceMetadata } from './http/routes/resource-metadata.ts'
 import { registerOps } from './http/ops.ts'
+import { registerRateLimits, type RateLimitStats } from './http/rate-limit.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError } from './http/errors.ts'
 import { logRequest, loggerOptions } from './http/logging.ts'
@@ -67,6 +68,8 @@ export interface App {
   drain(timeoutMs: number): Promise<{ readonly cut: number }>
   /** Write out access lines still gathered for a batch (the process is exiting). */
   flushLogs(): void
+  /** The rate limits' counters (429s by endpoint, requests counted locally while Redis was down). */
+  readonly rateLimits: RateLimitStats
 }
 
 const REJECTED_TARGET = '/__portcullis/rejected'
@@ -163,6 +166,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   })
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
+  const limits = registerRateLimits(app, holder, logger)
   app.addHook('onRequest', fastifyLane.onRequest)
   app.addHook('onResponse', async (request, reply) => {
     // With `logging.requests: false` (an ingress in front already logs every request), only failures
@@ -188,12 +192,12 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   })
 
   registerOps(app, holder)
-  registerStart(app, holder)
+  registerStart(app, holder, limits)
   registerSignIn(app, holder)
-  registerCallback(app, holder)
+  registerCallback(app, holder, limits)
   registerSignOut(app, holder)
   registerUserinfo(app, holder)
-  registerBackchannel(app, holder)
+  registerBackchannel(app, holder, limits)
   registerAuthCheck(app, holder, fastifyLane)
   registerVerify(app, holder)
   registerAssertionJwks(app)
@@ -230,5 +234,6 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       return { cut }
     },
     flushLogs: () => lane.flushLogs(),
+    rateLimits: limits.stats,
   }
 }

@@ -391,7 +391,7 @@ const rateLimit = (max: number) =>
   z
     .strictObject({
       max: z.number().int().min(1).max(1_000_000).default(max),
-      window: duration('1m'),
+      window: duration('1m').refine((ms) => ms >= 1000, 'must be at least 1s'),
     })
     .prefault({})
 

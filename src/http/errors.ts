@@ -65,6 +65,16 @@ const RETRY_SAME: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_UNAVAILABLE', 'UPS
 /** Codes that may clear with time: tell clients when to retry. */
 const RETRY_AFTER: ReadonlySet<ErrorCode> = new Set(['IDP_UNAVAILABLE', 'NOT_READY', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_TIMEOUT', 'STORE_UNAVAILABLE', 'RATE_LIMITED'])
 
+/**
+ * `Retry-After` in seconds: the error's own `details.retryAfter` when it knows (a rate limit: until
+ * its window frees), else 5.
+ */
+function retryAfterOf(err: PortcullisError): string {
+  const given = err.details.retryAfter
+  return given !== undefined && RETRY_SECONDS.test(given) ? given : '5'
+}
+const RETRY_SECONDS = /^[1-9]\d{0,8}$/
+
 export const PAGE_HEADERS = {
   'cache-control': 'no-store',
   'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
@@ -108,7 +118,7 @@ export function errorResponse(err: unknown, html: boolean, requestId: string, re
     providerError = err.details.error
     providerDescription = err.details.description
     rule = err.details.rule
-    if (RETRY_AFTER.has(err.code)) headers['retry-after'] = '5'
+    if (RETRY_AFTER.has(err.code)) headers['retry-after'] = retryAfterOf(err)
   } else {
     ;({ status, code, message } = fromFastifyError(err as FastifyError))
   }

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import { isIP } from 'node:net'
 import { normalizePath } from '../policy/path.ts'
 
 /**
@@ -88,3 +89,40 @@ export function verifySuffix(verifyPath: string, rawTarget: string): string | nu
 }
 const QUESTION = 0x3f
 const SLASH = 0x2f
+
+/**
+ * The client's address: the TCP peer, unless the peer is in `server.trustedProxies` (`trusted`);
+ * then the rightmost `X-Forwarded-For` hop that is not a trusted proxy itself (each trusted proxy
+ * appends the address it saw, so hops to the right of the client's are written by proxies we trust,
+ * and whatever the client sent itself is to the left). An untrusted peer's `X-Forwarded-For` is
+ * never read, so a client cannot pick its own address. A hop that is not an IP address ends the walk
+ * at the trusted proxy that passed it on (its address is the client's then); all hops trusted: the
+ * leftmost. `1.2.3.4:5678` and `[v6]:port` lose the port. The one place that reads
+ * `X-Forwarded-For` (rate limits key on it; `http/upstream-headers.ts` appends to it).
+ */
+export function clientAddress(headers: IncomingHttpHeaders, peer: string, trusted: (address: string) => boolean): string {
+  if (!trusted(peer)) return peer
+  const header = headers['x-forwarded-for']
+  if (header === undefined) return peer
+  const hops = (Array.isArray(header) ? header.join(',') : header).split(',')
+  let nearest = peer
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hopAddress(hops[i] as string)
+    if (hop === null) return nearest
+    if (!trusted(hop)) return hop
+    nearest = hop
+  }
+  return nearest
+}
+
+/** One `X-Forwarded-For` entry as a bare IP address, or null when it is none. */
+function hopAddress(entry: string): string | null {
+  let text = entry.trim()
+  if (text.startsWith('[')) {
+    const end = text.indexOf(']')
+    text = end === -1 ? '' : text.slice(1, end)
+  } else if (text.indexOf(':') !== -1 && text.indexOf(':') === text.lastIndexOf(':')) {
+    text = text.slice(0, text.indexOf(':')) // IPv4 with a port
+  }
+  return isIP(text) === 0 ? null : text
+}

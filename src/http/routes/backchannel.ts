@@ -3,6 +3,7 @@ import { PortcullisError } from '../../errors.ts'
 import { verifyLogoutToken } from '../../oidc/logout.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { registerFormScope } from '../forms.ts'
+import type { RateLimits } from '../rate-limit.ts'
 
 /**
  * POST {prefix}/backchannel-logout (OpenID Connect Back-Channel Logout 1.0): the provider posts a
@@ -11,9 +12,9 @@ import { registerFormScope } from '../forms.ts'
  * A bad token is a 400 with a JSON `invalid_request` error (§2.8). Register
  * `{publicUrl}{prefix}/backchannel-logout` as the client's back-channel logout URI.
  */
-export function registerBackchannel(app: FastifyInstance, holder: RuntimeHolder): void {
+export function registerBackchannel(app: FastifyInstance, holder: RuntimeHolder, limits: RateLimits): void {
   registerFormScope(app, (scope) => {
-    scope.post(`${holder.current.prefix}/backchannel-logout`, { config: { kind: 'auth', label: 'auth:backchannel', readsBody: true } }, async (request, reply) => {
+    scope.post(`${holder.current.prefix}/backchannel-logout`, { config: { kind: 'auth', label: 'auth:backchannel', readsBody: true }, onRequest: limits.hook('backchannelLogout') }, async (request, reply) => {
       const rt = request.portcullis.runtime
       void reply.header('cache-control', 'no-store')
       const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()

@@ -12,6 +12,7 @@ import { readSessionCookie } from '../credentials.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
 import { routeOf } from '../route-of.ts'
+import type { RateLimits } from '../rate-limit.ts'
 
 /**
  * GET {prefix}/callback: the provider's answer. An `error` is shown as a page with the provider's
@@ -22,8 +23,8 @@ import { routeOf } from '../route-of.ts'
  * that another server explained (a Diagnosis: client authentication refused at the token endpoint,
  * ...) adds a `problem` line to the request's log entry, for the operator.
  */
-export function registerCallback(app: FastifyInstance, holder: RuntimeHolder): void {
-  app.get(`${holder.current.prefix}/callback`, { config: { kind: 'auth', label: 'auth:callback' } }, async (request, reply) => {
+export function registerCallback(app: FastifyInstance, holder: RuntimeHolder, limits: RateLimits): void {
+  app.get(`${holder.current.prefix}/callback`, { config: { kind: 'auth', label: 'auth:callback' }, onRequest: limits.hook('callback') }, async (request, reply) => {
     const rt = request.portcullis.runtime
     const query = readQuery(request.url)
     for (const name of ['code', 'iss', 'session_state']) single(query, name)

@@ -9,6 +9,7 @@ import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
 import { openSession } from '../pipeline.ts'
 import { routeOf } from '../route-of.ts'
+import type { RateLimits } from '../rate-limit.ts'
 
 const HINT_VALUE = /^[\x20-\x7e]{1,256}$/
 
@@ -18,9 +19,9 @@ const HINT_VALUE = /^[\x20-\x7e]{1,256}$/
  * A `login_hint` whose e-mail domain is in `provider.domainRouting` adds that domain's
  * organization_id / connection_id, unless the query gives them itself.
  */
-export function registerStart(app: FastifyInstance, holder: RuntimeHolder): void {
+export function registerStart(app: FastifyInstance, holder: RuntimeHolder, limits: RateLimits): void {
   const rt0 = holder.current
-  app.get(`${rt0.prefix}/start`, { config: { kind: 'auth', label: 'auth:start' } }, async (request, reply) => {
+  app.get(`${rt0.prefix}/start`, { config: { kind: 'auth', label: 'auth:start' }, onRequest: limits.hook('start') }, async (request, reply) => {
     const rt = request.portcullis.runtime
     const query = readQuery(request.url)
     const rd = validateRedirect(single(query, 'rd'), rt.publicUrl, rt.config.redirects.allowedDomains) ?? new URL('/', rt.publicUrl).href
