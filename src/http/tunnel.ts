@@ -90,7 +90,15 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
     await Promise.all(
       [...open].map(async (tunnel) => {
         if (tunnel.sessionValue === null || tunnel.sessionId === null) return
-        if (!(await stillLive(rt, tunnel.sessionValue, tunnel.sessionId, tunnel.route))) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
+        let live: boolean
+        try {
+          live = await stillLive(rt, tunnel.sessionValue, tunnel.sessionId, tunnel.route)
+        } catch {
+          // The check cannot be made now (Redis unreachable: STORE_UNAVAILABLE). The socket was
+          // allowed at its handshake; the next sweep decides.
+          return
+        }
+        if (!live) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
       }),
     )
   }
