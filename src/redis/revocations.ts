@@ -83,7 +83,7 @@ export function createRedisRevocations(opts: RedisRevocationOptions): RedisRevoc
     opts.onSync?.({ state: 'lost', reason })
   }
 
-  /** Take in a published message: `[[expiresAt, member], …]`. */
+  /** Take in a published message (`message`). */
   const take = (message: string): boolean => {
     let news = false
     let parsed: unknown
@@ -138,7 +138,7 @@ export function createRedisRevocations(opts: RedisRevocationOptions): RedisRevoc
     for (let i = 0; i < missing.length; i += BATCH) {
       const batch = missing.slice(i, i + BATCH)
       const scored = batch.flatMap(([member, expiresAt]) => [expiresAt, member])
-      await exec(link.client.multi().zadd(key, ...scored).publish(channel, JSON.stringify(batch)).zremrangebyscore(key, '-inf', now))
+      await exec(link.client.multi().zadd(key, ...scored).publish(channel, message(batch)).zremrangebyscore(key, '-inf', now))
     }
     if (gen !== generation || closed) return
     if (!live) {
@@ -207,7 +207,7 @@ export function createRedisRevocations(opts: RedisRevocationOptions): RedisRevoc
         link.client
           .multi()
           .zadd(key, expiresAt, member)
-          .publish(channel, JSON.stringify([[expiresAt, member]]))
+          .publish(channel, message([[member, expiresAt]]))
           .zremrangebyscore(key, '-inf', clock.now()),
       )
     } catch (err) {
@@ -244,6 +244,11 @@ export function createRedisRevocations(opts: RedisRevocationOptions): RedisRevoc
       }
     },
   }
+}
+
+/** A published message: the revocations as `[[expiresAt, member], …]` (JSON: a member may hold any character). */
+function message(entries: ReadonlyArray<readonly [member: string, expiresAt: number]>): string {
+  return JSON.stringify(entries.map(([member, expiresAt]) => [expiresAt, member]))
 }
 
 /** Run a MULTI; any command's error (or a discarded transaction) is a rejection. */
