@@ -191,6 +191,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     : config.session.store === 'memory'
       ? createMemoryStore({ limits, clock, maxSessions: config.session.memoryMaxSessions })
       : createCookieStore({ ring: sessionKeys, limits, clock })
+  let closed = false
   const runtime: Runtime = {
     config,
     clock,
@@ -227,6 +228,9 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     assertions,
     redis,
     close: () => {
+      // Once: a second close must not release what another runtime still holds.
+      if (closed) return
+      closed = true
       provider.stop()
       void releaseRevocations(revocations).finally(() => {
         if (redis !== null) releaseRedis(redis)

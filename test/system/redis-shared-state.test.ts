@@ -18,6 +18,7 @@ import { createRedisLogoutReplay } from '../../src/redis/logout-replay.ts'
 import { refreshTokenHash } from '../../src/session/refresher.ts'
 import { PortcullisError } from '../../src/errors.ts'
 import type { Session } from '../../src/session/model.ts'
+import { createRuntime, type Runtime } from '../../src/runtime.ts'
 
 async function link(t: Test, redis: RedisServer): Promise<RedisLink> {
   const config = configFor({
@@ -248,4 +249,50 @@ t.test('jti replay cache: seen on one replica is a replay on the other; forget; 
   await redis.stop()
   await waitUntil(() => !lb.ready, 'the connection to notice')
   await t.rejects(b.seen('jti-3', now + 5_000), { code: 'STORE_UNAVAILABLE' }, 'never taken for "not seen"')
+})
+
+// ---------------------------------------------------------------------------------------------------
+// Reload: revocations carry over
+
+t.test('reload: the same session.redis keeps the list; adding or dropping Redis hands the entries on', async (t) => {
+  const redis = await startRedis(t)
+  const base = { issuer: 'http://127.0.0.1:1', clientId: 'c', clientSecret: 'client-secret-long-enough-0123', upstream: 'http://127.0.0.1:2', publicUrl: 'http://127.0.0.1:3' }
+  const withRedis = configFor({ ...base, overrides: { session: { redis: { url: redis.url } } } })
+  const withoutRedis = configFor(base)
+  const retry = { initialMs: 1_000, maxMs: 1_000 }
+  const runtimes: Runtime[] = []
+  const make = (config: typeof withRedis, previous?: Runtime): Runtime => {
+    const rt = createRuntime(config, { retry, ...(previous === undefined ? {} : { previous }) })
+    runtimes.push(rt)
+    return rt
+  }
+  t.teardown(() => {
+    for (const rt of runtimes) rt.close()
+  })
+
+  const memory = make(withoutRedis)
+  await memory.revocations.revokeSession('before-redis')
+  const first = make(withRedis, memory)
+  memory.close()
+  t.equal(first.revocations.kind, 'redis', 'Redis configured: the shared list')
+  await waitUntil(() => first.revocations.ready, 'sync')
+  t.equal(await first.revocations.isRevoked({ ...subject, id: 'before-redis' }), true, "the memory list's entry carried over")
+  await waitUntil(async () => (await redis.command('ZCARD', first.redis!.key('revocations'))) === ':1', 'and written to Redis')
+
+  await first.revocations.revokeSid('sid-1')
+  const second = make(withRedis, first)
+  t.equal(second.revocations, first.revocations, 'the same session.redis: the same list')
+  first.close()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(second.revocations.ready, true, 'still live after the old runtime closed')
+  t.equal(await second.revocations.isRevoked(subject), true)
+
+  const back = make(withoutRedis, second)
+  second.close()
+  t.equal(back.revocations.kind, 'memory', 'Redis dropped: a memory list')
+  t.equal(await back.revocations.isRevoked(subject), true, 'with what the shared list knew')
+  t.equal(await back.revocations.isRevoked({ ...subject, id: 'before-redis', sid: undefined }), true)
+  // The jti replay cache follows the same way: in Redis while configured.
+  t.equal(await back.seenLogoutJti('j', Date.now() + 1_000), false)
+  t.equal(await back.seenLogoutJti('j', Date.now() + 1_000), true)
 })
