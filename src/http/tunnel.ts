@@ -15,6 +15,7 @@ import { logAccess } from './logging.ts'
 import { writeNotes } from './notes.ts'
 import { stillLive, type Decide } from './pipeline.ts'
 import type { UpstreamPools } from './upstream.ts'
+import type { RevocationList } from '../session/revocations.ts'
 
 /**
  * WebSocket upgrades, relayed the way nginx and Apache's mod_proxy_wstunnel relay them:
@@ -69,13 +70,19 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
   const pending = new Set<http.ClientRequest>()
   let timer: NodeJS.Timeout | null = null
   let unsubscribe: (() => void) | null = null
+  /** The revocation list subscribed to: a reload may bring another one (Redis added or changed). */
+  let subscribedTo: RevocationList | null = null
 
   const watch = (): void => {
     if (timer === null) {
       timer = setInterval(() => void sweep(), opts.checkEveryMs)
       timer.unref()
     }
-    if (unsubscribe === null) unsubscribe = holder.current.revocations.subscribe(() => void sweep())
+    const list = holder.current.revocations
+    if (unsubscribe !== null && subscribedTo === list) return
+    unsubscribe?.()
+    subscribedTo = list
+    unsubscribe = list.subscribe(() => void sweep())
   }
   const unwatch = (): void => {
     if (open.size > 0) return
@@ -87,6 +94,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
 
   async function sweep(): Promise<void> {
     const rt = holder.current
+    if (open.size > 0 && subscribedTo !== rt.revocations) watch()
     await Promise.all(
       [...open].map(async (tunnel) => {
         if (tunnel.sessionValue === null || tunnel.sessionId === null) return
