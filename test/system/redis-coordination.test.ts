@@ -293,6 +293,20 @@ t.test('memory store: the same session held by both replicas → ONE refresh at 
   t.not(onA.refreshToken, old.refreshToken, 'rotated')
 })
 
+t.test('the hot path makes no Redis call: 40 signed-in requests across A and B send Redis nothing but heartbeats', async (t) => {
+  const r = await replicas(t, 'cookie')
+  const { jar } = await login({ proxyUrl: r.a.url, user: alice })
+  const cookie = cookieHeader(jarSession(jar))
+  await assertServed(t, r.b, r.upstream, cookie, alice.id, 'warm on B')
+  const admin = r.a.runtime.redis!.client
+  await admin.config('RESETSTAT')
+  const responses = await Promise.all(Array.from({ length: 40 }, (_, i) => api(`${(i % 2 === 0 ? r.a : r.b).url}/hot?i=${i}`, cookie)))
+  t.ok(responses.every((res) => res.status === 200), 'all 200')
+  const stats = String(await admin.info('commandstats'))
+  const commands = [...stats.matchAll(/^cmdstat_([a-z|]+):/gm)].map((m) => m[1])
+  t.same(commands.filter((c) => c !== 'ping' && c !== 'info' && c !== 'config|resetstat'), [], `only heartbeats reached Redis (${commands.join(', ')})`)
+})
+
 // ---------------------------------------------------------------------------------------------------
 // 2. Back-channel logout received by A ends the session on B
 
