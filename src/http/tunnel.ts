@@ -15,7 +15,6 @@ import { logAccess } from './logging.ts'
 import { writeNotes } from './notes.ts'
 import { stillLive, type Decide } from './pipeline.ts'
 import type { UpstreamPools } from './upstream.ts'
-import type { RevocationList } from '../session/revocations.ts'
 
 /**
  * WebSocket upgrades, relayed the way nginx and Apache's mod_proxy_wstunnel relay them:
@@ -71,7 +70,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
   let timer: NodeJS.Timeout | null = null
   let unsubscribe: (() => void) | null = null
   /** The revocation list subscribed to: a reload may bring another one (Redis added or changed). */
-  let subscribedTo: RevocationList | null = null
+  let subscribedTo: RuntimeHolder['current']['revocations'] | null = null
 
   const watch = (): void => {
     if (timer === null) {

@@ -227,7 +227,7 @@ export function createRedisRevocations(opts: RedisRevocationOptions): RedisRevoc
     revokeSubBefore: (sub, before) => revoke({ kind: 'sub', value: sub, before }),
     subscribe: (listener) => listeners.add(listener),
     async isRevoked(s) {
-      if (!live) throw new PortcullisError('STORE_UNAVAILABLE', 'The service is temporarily unavailable. Try again shortly.', { cause: new Error('revocations are not in sync with Redis') })
+      if (!live) throw new PortcullisError('STORE_UNAVAILABLE', 'Signed-in requests cannot be checked right now. Try again shortly.', { cause: new Error('revocations are not in sync with Redis') })
       return mirror.has(s)
     },
     entries: () => mirror.entries(),
