@@ -201,6 +201,10 @@ function runtimeDeps(log: Logger): RuntimeDeps {
         log.error({ err }, 'redis not reachable; requests that need it get 503 until it is back; reconnecting')
       },
     },
+    onRevocations: (event) => {
+      if (event.state === 'synced') log.info({ loaded: event.loaded, restored: event.restored }, 'revocations in sync with redis')
+      else log.error({ reason: event.reason }, 'revocations out of sync with redis; signed-in requests get 503 until it is back')
+    },
     providerEvents: {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
       onError: (err, retryInMs) =>

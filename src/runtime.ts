@@ -5,10 +5,13 @@ import { type Clock, systemClock } from './clock.ts'
 import { PortcullisError } from './errors.ts'
 import { refreshTokens } from './oidc/refresh.ts'
 import { connectProvider, type OidcClient } from './oidc/client.ts'
-import { createJtiReplayCache } from './oidc/logout.ts'
+import { createJtiReplayCache, type LogoutReplayCache } from './oidc/logout.ts'
 import { createMemoryStore } from './session/memory-store.ts'
 import { createMemoryRevocations, type RevocationList } from './session/revocations.ts'
 import { Refresher } from './session/refresher.ts'
+import { createRedisRevocations, type RedisRevocationList, type RevocationSyncEvent } from './redis/revocations.ts'
+import { createRedisLogoutReplay } from './redis/logout-replay.ts'
+import { createRedisRefreshLock } from './redis/refresh-lock.ts'
 import { validateRedirect } from './policy/redirects.ts'
 import { createProviderConnection, type ConnectionEvents, type ProviderConnection, type RetryPolicy } from './oidc/connection.ts'
 import { createKeyRing, type KeyRing } from './session/keyring.ts'
@@ -56,14 +59,22 @@ export interface Runtime {
   readonly sessionCookie: string
   /** True for the names of Portcullis's own cookies (session chunks, login transactions). */
   isOwnCookie(name: string): boolean
-  /** Sessions ended early (sign-out here, back-channel logout). */
+  /**
+   * Sessions ended early (sign-out here, back-channel logout): in memory, or with `session.redis`
+   * shared by every replica (`redis/revocations.ts`; answered from a local mirror, never a network call).
+   */
   readonly revocations: RevocationList
-  /** Single-flight token refresh with a short result cache. */
+  /** Single-flight token refresh with a short result cache; across replicas with `session.redis`. */
   readonly refresher: Refresher
   /** Validated `session.postLogoutRedirect`, or null when unset. */
   readonly postLogoutRedirect: string | null
-  /** Record a logout token's jti; true when it was seen before (replay). */
-  seenLogoutJti(jti: string, untilMs: number): boolean
+  /**
+   * Record a logout token's jti; true when it was seen before (replay). With `session.redis` in Redis,
+   * so a replay is one on every replica; rejects with STORE_UNAVAILABLE while Redis is unreachable.
+   */
+  seenLogoutJti(jti: string, untilMs: number): Promise<boolean>
+  /** Take a recorded jti back (its logout could not be carried out; the provider's retry must pass). */
+  forgetLogoutJti(jti: string): Promise<void>
   /** A new random session id. */
   newSessionId(): string
   /** The peer address is in `server.trustedProxies` (its X-Forwarded-For is kept and appended to). */
@@ -88,6 +99,8 @@ export interface RuntimeDeps {
   readonly retry?: RetryPolicy
   readonly providerEvents?: ConnectionEvents
   readonly redisEvents?: RedisEvents
+  /** The shared revocations went out of sync with Redis, or are in sync again (for the log). */
+  readonly onRevocations?: (event: RevocationSyncEvent) => void
   /**
    * The runtime being replaced (reload): its revocations, and its memory store when the new config
    * keeps `store: memory`, carry over, so a reload neither signs anyone out nor revives a revoked session.
@@ -156,9 +169,16 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
       const tokens = await refreshTokens(provider.get(), session.refreshToken, session.sub, clock.now())
       return refreshedSession(session, tokens, keepClaims)
     },
-    { clock },
+    {
+      clock,
+      // The lock outlives one refresh: the grant and the keys to verify its ID token, each bounded by provider.timeout.
+      ...(redis === null ? {} : { coordinator: createRedisRefreshLock({ link: redis, lockTtlMs: 2 * config.provider.timeout + 1_000 }) }),
+    },
   )
   const previous = deps.previous
+  const revocations = revocationsFor(config, redis, previous, clock, deps.onRevocations)
+  const logoutReplay: LogoutReplayCache =
+    redis !== null ? createRedisLogoutReplay(redis, clock) : ((previous?.redis === null ? replayCaches.get(previous) : undefined) ?? createJtiReplayCache(clock))
   const keepMemory =
     previous !== undefined &&
     previous.sessions.kind === 'memory' &&
@@ -171,7 +191,8 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     : config.session.store === 'memory'
       ? createMemoryStore({ limits, clock, maxSessions: config.session.memoryMaxSessions })
       : createCookieStore({ ring: sessionKeys, limits, clock })
-  return {
+  let closed = false
+  const runtime: Runtime = {
     config,
     clock,
     publicUrl,
@@ -190,10 +211,11 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     keepClaims,
     sessionCookie,
     isOwnCookie: (name) => name === cookieName || name.startsWith(ownPrefix) || name === sessionCookie || name.startsWith(sessionPrefix),
-    revocations: previous?.revocations ?? createMemoryRevocations({ ttlMs: config.session.maxAge }),
+    revocations,
     refresher,
     postLogoutRedirect,
-    seenLogoutJti: previous?.seenLogoutJti ?? createJtiReplayCache(clock),
+    seenLogoutJti: (jti, untilMs) => logoutReplay.seen(jti, untilMs),
+    forgetLogoutJti: (jti) => logoutReplay.forget(jti),
     newSessionId: () => randomBytes(18).toString('base64url'),
     isTrustedProxy: trustedProxyCheck(config.server.trustedProxies),
     bearer: createBearerVerifier({
@@ -206,10 +228,54 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     assertions,
     redis,
     close: () => {
+      // Once: a second close must not release what another runtime still holds.
+      if (closed) return
+      closed = true
       provider.stop()
-      if (redis !== null) releaseRedis(redis)
+      void releaseRevocations(revocations).finally(() => {
+        if (redis !== null) releaseRedis(redis)
+      })
     },
   }
+  replayCaches.set(runtime, logoutReplay)
+  return runtime
+}
+
+/** The replay cache behind each runtime's `seenLogoutJti`: a reload that stays without Redis keeps the memory one. */
+const replayCaches = new WeakMap<Runtime, LogoutReplayCache>()
+
+/** How many runtimes hold each Redis-backed revocation list (a reload hands it on); closed when none does. */
+const revocationHolders = new WeakMap<RevocationList, number>()
+
+/**
+ * The revocations of a new runtime. A reload keeps the running list when it stays the same kind
+ * (memory, or Redis on the same connection); otherwise the new list starts with what the old one
+ * knew (and, for Redis, writes it back), so a reload neither signs anyone out nor revives a revoked
+ * session.
+ */
+function revocationsFor(config: Config, redis: RedisLink | null, previous: Runtime | undefined, clock: Clock, onSync: ((event: RevocationSyncEvent) => void) | undefined): RevocationList {
+  const prior = previous?.revocations
+  let list: RevocationList
+  if (prior !== undefined && (redis === null ? prior.kind === 'memory' : prior.kind === 'redis' && previous?.redis === redis)) list = prior
+  else if (redis === null) list = createMemoryRevocations({ ttlMs: config.session.maxAge, ...(prior === undefined ? {} : { seed: prior.entries() }) })
+  else {
+    list = createRedisRevocations({
+      link: redis,
+      ttlMs: config.session.maxAge,
+      clock,
+      heartbeatTimeoutMs: config.session.redis.commandTimeout,
+      ...(prior === undefined ? {} : { seed: prior.entries() }),
+      ...(onSync === undefined ? {} : { onSync }),
+    })
+  }
+  revocationHolders.set(list, (revocationHolders.get(list) ?? 0) + 1)
+  return list
+}
+
+async function releaseRevocations(list: RevocationList): Promise<void> {
+  const left = (revocationHolders.get(list) ?? 1) - 1
+  revocationHolders.set(list, left)
+  if (left <= 0 && list.kind === 'redis') await (list as RedisRevocationList).close()
 }
 
 /** How many runtimes hold each Redis connection (a reload hands it on); closed when none does. */

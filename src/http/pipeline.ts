@@ -396,8 +396,13 @@ const NONE: readonly string[] = []
 /**
  * Step 4's first half: the session cookie opened and checked against revocations, nothing written
  * (sign-out needs no more). A bad, expired or revoked cookie is no session, and its cookies are cleared.
+ * `checkRevoked: false` (sign-out only, which revokes it anyway): the revocation check is skipped.
  */
-export async function openSession(rt: Runtime, headers: RequestFacts['headers']): Promise<Authenticated & { readonly cookies: Record<string, string | undefined> }> {
+export async function openSession(
+  rt: Runtime,
+  headers: RequestFacts['headers'],
+  opts: { readonly checkRevoked: boolean } = CHECK_REVOKED,
+): Promise<Authenticated & { readonly cookies: Record<string, string | undefined> }> {
   const name = rt.sessionCookie
   const header = headers.cookie
   const cookies = header === undefined ? NO_COOKIES : parseCookie(header)
@@ -408,9 +413,10 @@ export async function openSession(rt: Runtime, headers: RequestFacts['headers'])
     return { loaded: null, sent, cookies, setCookie: hasSessionChunks(cookies, name) ? clearSessionCookieLines(rt, Object.keys(cookies)) : [] }
   }
   const loaded = await rt.sessions.load(sent)
-  if (loaded === null || (await rt.revocations.isRevoked(loaded.session))) return { loaded: null, sent, cookies, setCookie: clearSessionCookieLines(rt, Object.keys(cookies)) }
+  if (loaded === null || (opts.checkRevoked && (await rt.revocations.isRevoked(loaded.session)))) return { loaded: null, sent, cookies, setCookie: clearSessionCookieLines(rt, Object.keys(cookies)) }
   return { loaded, sent, cookies, setCookie: [] }
 }
+const CHECK_REVOKED = { checkRevoked: true } as const
 
 /**
  * Whether a session that was allowed earlier still would be, for what outlives one request (an open

@@ -69,13 +69,19 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
   const pending = new Set<http.ClientRequest>()
   let timer: NodeJS.Timeout | null = null
   let unsubscribe: (() => void) | null = null
+  /** The revocation list subscribed to: a reload may bring another one (Redis added or changed). */
+  let subscribedTo: RuntimeHolder['current']['revocations'] | null = null
 
   const watch = (): void => {
     if (timer === null) {
       timer = setInterval(() => void sweep(), opts.checkEveryMs)
       timer.unref()
     }
-    if (unsubscribe === null) unsubscribe = holder.current.revocations.subscribe(() => void sweep())
+    const list = holder.current.revocations
+    if (unsubscribe !== null && subscribedTo === list) return
+    unsubscribe?.()
+    subscribedTo = list
+    unsubscribe = list.subscribe(() => void sweep())
   }
   const unwatch = (): void => {
     if (open.size > 0) return
@@ -87,10 +93,19 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
 
   async function sweep(): Promise<void> {
     const rt = holder.current
+    if (open.size > 0 && subscribedTo !== rt.revocations) watch()
     await Promise.all(
       [...open].map(async (tunnel) => {
         if (tunnel.sessionValue === null || tunnel.sessionId === null) return
-        if (!(await stillLive(rt, tunnel.sessionValue, tunnel.sessionId, tunnel.route))) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
+        let live: boolean
+        try {
+          live = await stillLive(rt, tunnel.sessionValue, tunnel.sessionId, tunnel.route)
+        } catch {
+          // The check cannot be made now (Redis unreachable: STORE_UNAVAILABLE). The socket was
+          // allowed at its handshake; the next sweep decides.
+          return
+        }
+        if (!live) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')
       }),
     )
   }

@@ -28,6 +28,8 @@ export interface LogoutRequest {
   readonly sub: string | undefined
   /** ms since the epoch. */
   readonly issuedAt: number
+  /** The token's `jti`, as recorded in the replay cache. */
+  readonly jti: string
 }
 
 /** Maximum age of a logout token we accept (it is posted right after it is issued). */
@@ -38,13 +40,15 @@ export const LOGOUT_TOKEN_MAX_AGE_SEC = 10 * 60
  * JWKS with the algorithm allow-list, `iss`, `aud`, `iat` within bounds, `exp` when present, `typ`
  * `logout+jwt` when present, `jti` present and not seen before, `events` holding the back-channel
  * member as an object, `sid` or `sub`, and no `nonce`. Throws TOKEN_INVALID with a public reason.
- * `seen(jti, untilMs)` records a jti and answers whether it was already recorded (replay).
+ * `seen(jti, untilMs)` records a jti and answers whether it was already recorded (replay); its own
+ * rejection (the shared cache unreachable: STORE_UNAVAILABLE) is passed on as it is, never taken
+ * for "not seen".
  */
 export async function verifyLogoutToken(
   oidc: OidcClient,
   token: string,
   nowMs: number,
-  seen: (jti: string, untilMs: number) => boolean,
+  seen: (jti: string, untilMs: number) => Promise<boolean>,
 ): Promise<LogoutRequest> {
   const invalid = (reason: string, cause?: unknown) => new PortcullisError('TOKEN_INVALID', reason, cause === undefined ? undefined : { cause })
   let header: ProtectedHeaderParameters
@@ -78,19 +82,32 @@ export async function verifyLogoutToken(
   if (sid === undefined && sub === undefined) throw invalid('logout_token has neither sid nor sub')
   if (typeof claims.jti !== 'string' || claims.jti === '') throw invalid('logout_token has no jti')
   const issuedAt = (claims.iat as number) * 1000
-  if (seen(claims.jti, issuedAt + (LOGOUT_TOKEN_MAX_AGE_SEC + oidc.clockToleranceSec) * 1000)) throw invalid('logout_token was already used')
-  return { sid, sub, issuedAt }
+  if (await seen(claims.jti, issuedAt + (LOGOUT_TOKEN_MAX_AGE_SEC + oidc.clockToleranceSec) * 1000)) throw invalid('logout_token was already used')
+  return { sid, sub, issuedAt, jti: claims.jti }
 }
 
 /**
  * Replay memory for logout-token `jti`s: `seen(jti, untilMs)` records one and answers whether it was
- * already recorded. Bounded; an entry lives as long as its token could still be accepted.
+ * already recorded; `forget(jti)` takes one back (its logout could not be carried out, so the
+ * provider's retry must not be refused as a replay). In memory here (one instance); in Redis with
+ * `session.redis` (`redis/logout-replay.ts`), shared by every replica.
  */
-export function createJtiReplayCache(clock: Clock, max = 100_000): (jti: string, untilMs: number) => boolean {
+export interface LogoutReplayCache {
+  seen(jti: string, untilMs: number): Promise<boolean>
+  forget(jti: string): Promise<void>
+}
+
+/** The in-memory replay cache: bounded; an entry lives as long as its token could still be accepted. */
+export function createJtiReplayCache(clock: Clock, max = 100_000): LogoutReplayCache {
   const lru = new LRUCache<string, true>({ max })
-  return (jti, untilMs) => {
-    if (lru.has(jti)) return true
-    lru.set(jti, true, { ttl: Math.max(1, untilMs - clock.now()) })
-    return false
+  return {
+    async seen(jti, untilMs) {
+      if (lru.has(jti)) return true
+      lru.set(jti, true, { ttl: Math.max(1, untilMs - clock.now()) })
+      return false
+    },
+    async forget(jti) {
+      lru.delete(jti)
+    },
   }
 }

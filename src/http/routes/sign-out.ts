@@ -14,6 +14,10 @@ import { readQuery, single } from '../query.ts'
  * the browser to the provider's end_session endpoint with `id_token_hint`, `client_id` and
  * `post_logout_redirect_uri` (`session.postLogoutRedirect`, else the validated `rd`); without an
  * end-session endpoint, straight to the validated `rd`. An `rd` off the allowlist is refused (400).
+ *
+ * With `session.redis` the revocation is shared by every replica. While Redis cannot be reached the
+ * user is still signed out: the cookies are cleared, this replica revokes the session (and writes it
+ * back to Redis once it answers), and the failure is logged.
  */
 export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -25,9 +29,17 @@ export function registerSignOut(app: FastifyInstance, holder: RuntimeHolder): vo
       rd = validateRedirect(rdRaw, rt.publicUrl, rt.config.redirects.allowedDomains)
       if (rd === null) throw new PortcullisError('REDIRECT_REJECTED', 'The address to return to after signing out is not allowed.')
     }
-    const found = await openSession(rt, request.headers)
+    // Revoked or not, the session is ended: the check is skipped (it cannot answer while the shared
+    // revocations are out of sync with Redis, and revoking again changes nothing).
+    const found = await openSession(rt, request.headers, { checkRevoked: false })
     const session = found.loaded?.session ?? null
-    if (session !== null) await rt.revocations.revokeSession(session.id)
+    if (session !== null) {
+      try {
+        await rt.revocations.revokeSession(session.id)
+      } catch (err) {
+        request.log.error({ err }, 'sign-out: the revocation could not be shared with the other instances; revoked on this one, shared once Redis answers')
+      }
+    }
     for (const value of new Set([found.sent, found.loaded?.value])) if (typeof value === 'string') await rt.sessions.clear(value)
     putCookies(reply, clearSessionCookieLines(rt, Object.keys(request.cookies)))
     let location = rd ?? rt.postLogoutRedirect ?? new URL('/', rt.publicUrl).href

@@ -126,17 +126,18 @@ async function sign(c: JWTPayload, opts: { key?: Signer; typ?: string | null; ki
 }
 
 /** A replay memory that records every call and never reports a replay. */
-function recordingSeen(): { seen: (jti: string, until: number) => boolean; calls: Array<[string, number]> } {
+function recordingSeen(): { seen: (jti: string, until: number) => Promise<boolean>; calls: Array<[string, number]> } {
   const calls: Array<[string, number]> = []
-  return { calls, seen: (jti, until) => (calls.push([jti, until]), false) }
+  return { calls, seen: async (jti, until) => (calls.push([jti, until]), false) }
 }
 
 async function accepts(t: Test, token: string, what: string, opts: { client?: OidcClient; now?: number } = {}) {
   const { seen, calls } = recordingSeen()
   try {
-    const out = await verifyLogoutToken(opts.client ?? client, token, opts.now ?? NOW_MS, seen)
+    const { jti, ...out } = await verifyLogoutToken(opts.client ?? client, token, opts.now ?? NOW_MS, seen)
     t.pass(`${what}: accepted`)
     t.equal(calls.length, 1, `${what}: its jti was recorded`)
+    t.equal(jti, calls[0]?.[0], `${what}: and returned`)
     return out
   } catch (err) {
     t.fail(`${what}: refused: ${err instanceof PortcullisError ? err.publicMessage : String(err)}`)
@@ -166,7 +167,7 @@ t.test('a valid token: sid and sub returned, issuedAt in ms, jti recorded until 
   const c = claims()
   const { seen, calls } = recordingSeen()
   const out = await verifyLogoutToken(client, await sign(c), NOW_MS, seen)
-  t.strictSame(out, { sid: 'sid-1', sub: 'alice', issuedAt: NOW * 1000 })
+  t.strictSame(out, { sid: 'sid-1', sub: 'alice', issuedAt: NOW * 1000, jti: c.jti })
   t.strictSame(calls, [[c.jti, (NOW + LOGOUT_TOKEN_MAX_AGE_SEC + TOLERANCE) * 1000]], 'seen(jti, iat + max age + skew)')
 })
 
@@ -309,19 +310,19 @@ t.test('jti not seen before: a replay is refused; a refused token does not burn 
   const seen = createJtiReplayCache(clock)
   const c = claims()
   const token = await sign(c)
-  t.strictSame(await verifyLogoutToken(client, token, NOW_MS, seen), { sid: 'sid-1', sub: 'alice', issuedAt: NOW * 1000 })
-  await t.rejects(verifyLogoutToken(client, token, NOW_MS + 1_000, seen), { code: 'TOKEN_INVALID', publicMessage: /already used/ }, 'the same token again')
+  t.strictSame(await verifyLogoutToken(client, token, NOW_MS, seen.seen), { sid: 'sid-1', sub: 'alice', issuedAt: NOW * 1000, jti: c.jti })
+  await t.rejects(verifyLogoutToken(client, token, NOW_MS + 1_000, seen.seen), { code: 'TOKEN_INVALID', publicMessage: /already used/ }, 'the same token again')
   await t.rejects(
-    verifyLogoutToken(client, await sign(claims({ jti: c.jti, sid: 'sid-2' })), NOW_MS, seen),
+    verifyLogoutToken(client, await sign(claims({ jti: c.jti, sid: 'sid-2' })), NOW_MS, seen.seen),
     { code: 'TOKEN_INVALID', publicMessage: /already used/ },
     'another token with the same jti',
   )
-  t.ok(await verifyLogoutToken(client, await sign(claims()), NOW_MS, seen), 'another jti is fine')
+  t.ok(await verifyLogoutToken(client, await sign(claims()), NOW_MS, seen.seen), 'another jti is fine')
 
   const jti = randomUUID()
-  await t.rejects(verifyLogoutToken(client, await sign(claims({ jti, nonce: 'x' })), NOW_MS, seen), { code: 'TOKEN_INVALID', publicMessage: /nonce/ })
-  await t.rejects(verifyLogoutToken(client, await sign(claims({ jti }), { key: 'stranger' }), NOW_MS, seen), { code: 'TOKEN_INVALID' })
-  t.ok(await verifyLogoutToken(client, await sign(claims({ jti })), NOW_MS, seen), 'a forged or bad token with a jti does not block the real one')
+  await t.rejects(verifyLogoutToken(client, await sign(claims({ jti, nonce: 'x' })), NOW_MS, seen.seen), { code: 'TOKEN_INVALID', publicMessage: /nonce/ })
+  await t.rejects(verifyLogoutToken(client, await sign(claims({ jti }), { key: 'stranger' }), NOW_MS, seen.seen), { code: 'TOKEN_INVALID' })
+  t.ok(await verifyLogoutToken(client, await sign(claims({ jti })), NOW_MS, seen.seen), 'a forged or bad token with a jti does not block the real one')
 })
 
 t.test('createJtiReplayCache: records, answers, and forgets a jti once its token is out of the window', async (t) => {
@@ -335,39 +336,60 @@ t.test('createJtiReplayCache: records, answers, and forgets a jti once its token
   })
   const clock = fakeClock(NOW_MS)
   const seen = createJtiReplayCache(clock)
-  t.equal(seen('a', NOW_MS + 10_000), false, 'first sight')
-  t.equal(seen('a', NOW_MS + 10_000), true, 'second sight')
-  t.equal(seen('b', NOW_MS + 10_000), false, 'another jti')
+  t.equal(await seen.seen('a', NOW_MS + 10_000), false, 'first sight')
+  t.equal(await seen.seen('a', NOW_MS + 10_000), true, 'second sight')
+  t.equal(await seen.seen('b', NOW_MS + 10_000), false, 'another jti')
   perfNow += 10_000
-  t.equal(seen('a', NOW_MS + 10_000), true, 'still remembered until its time')
+  t.equal(await seen.seen('a', NOW_MS + 10_000), true, 'still remembered until its time')
   perfNow += 1
   // lru-cache caches "now" for 1 ms (a timer clears it): poll with a bound.
   const deadline = Date.now() + 2_000
   let forgotten = false
   while (!forgotten && Date.now() < deadline) {
-    forgotten = seen('a', clock.now() + 60_000) === false
+    forgotten = (await seen.seen('a', clock.now() + 60_000)) === false
     if (!forgotten) await new Promise((resolve) => setTimeout(resolve, 2))
   }
   t.ok(forgotten, 'forgotten once the token could no longer be accepted')
-  t.equal(seen('a', clock.now() + 60_000), true, 'and recorded again')
-  t.equal(seen('c', NOW_MS - 1), false, 'an until in the past still records')
-  t.equal(seen('c', NOW_MS - 1), true, 'for at least a moment')
+  t.equal(await seen.seen('a', clock.now() + 60_000), true, 'and recorded again')
+  t.equal(await seen.seen('c', NOW_MS - 1), false, 'an until in the past still records')
+  t.equal(await seen.seen('c', NOW_MS - 1), true, 'for at least a moment')
 })
 
 t.test('createJtiReplayCache is bounded', async (t) => {
   const clock = fakeClock(NOW_MS)
   const seen = createJtiReplayCache(clock, 2)
-  seen('a', NOW_MS + 60_000)
-  seen('b', NOW_MS + 60_000)
-  seen('c', NOW_MS + 60_000)
-  t.equal(seen('c', NOW_MS + 60_000), true)
-  t.equal(seen('b', NOW_MS + 60_000), true)
-  t.equal(seen('a', NOW_MS + 60_000), false, 'the oldest was evicted')
+  await seen.seen('a', NOW_MS + 60_000)
+  await seen.seen('b', NOW_MS + 60_000)
+  await seen.seen('c', NOW_MS + 60_000)
+  t.equal(await seen.seen('c', NOW_MS + 60_000), true)
+  t.equal(await seen.seen('b', NOW_MS + 60_000), true)
+  t.equal(await seen.seen('a', NOW_MS + 60_000), false, 'the oldest was evicted')
+})
+
+t.test('createJtiReplayCache.forget takes a jti back: the same token is accepted again', async (t) => {
+  const clock = fakeClock(NOW_MS)
+  const cache = createJtiReplayCache(clock)
+  const c = claims()
+  const token = await sign(c)
+  t.equal((await verifyLogoutToken(client, token, NOW_MS, cache.seen)).jti, c.jti)
+  await t.rejects(verifyLogoutToken(client, token, NOW_MS, cache.seen), { code: 'TOKEN_INVALID', publicMessage: /already used/ })
+  await cache.forget(c.jti as string)
+  t.equal((await verifyLogoutToken(client, token, NOW_MS, cache.seen)).jti, c.jti, 'accepted after forget')
+})
+
+t.test('a replay cache that cannot answer: its error is passed on, never taken for "not seen"', async (t) => {
+  const down = new PortcullisError('STORE_UNAVAILABLE', 'The logout could not be checked for replay.')
+  await t.rejects(
+    verifyLogoutToken(client, await sign(claims()), NOW_MS, async () => {
+      throw down
+    }),
+    down,
+  )
 })
 
 t.test('every refusal is TOKEN_INVALID with a short public reason and the cause kept private', async (t) => {
   try {
-    await verifyLogoutToken(client, await sign(claims({ iss: 'https://evil.example' })), NOW_MS, () => false)
+    await verifyLogoutToken(client, await sign(claims({ iss: 'https://evil.example' })), NOW_MS, async () => false)
     t.fail('accepted')
   } catch (err) {
     t.ok(err instanceof PortcullisError)

@@ -5,7 +5,19 @@
  * (SESSION_ENDED) reaches every waiter. Time is the injected fake clock: nothing sleeps.
  */
 import t from 'tap'
-import { Refresher, type RefreshFn } from '../../../src/session/refresher.ts'
+import {
+  openOutcome,
+  outcomeError,
+  outcomeOf,
+  outcomeTtlMs,
+  REFRESH_FAILURE_TTL_MS,
+  REFRESH_RESULT_TTL_MS,
+  Refresher,
+  sealOutcome,
+  type RefreshCoordinator,
+  type RefreshFn,
+  type RefreshOutcome,
+} from '../../../src/session/refresher.ts'
 import { PortcullisError } from '../../../src/errors.ts'
 import type { Session } from '../../../src/session/model.ts'
 import { fakeClock, type FakeClock } from '../../helpers/clock.ts'
@@ -199,4 +211,104 @@ t.test('an unexpected (non-Portcullis) error is not remembered: the next call tr
   void refresher.refresh(session)
   t.equal(calls.length, 2, 'the in-flight entry was cleared')
   pending[1]!.resolve(rotated(session, 1, clock))
+})
+
+// ---------------------------------------------------------------------------------------------------
+// Across replicas: the injected coordinator, and the sealed outcome it shares (src/redis/refresh-lock.ts)
+
+t.test('a coordinator is asked once per flight, only for a session with a refresh token', async (t) => {
+  const clock = fakeClock()
+  const { fn, calls, pending } = controlledRefresh()
+  const asked: Session[] = []
+  const coordinator: RefreshCoordinator = {
+    coordinate: (session, refresh) => {
+      asked.push(session)
+      return refresh()
+    },
+  }
+  const refresher = new Refresher(fn, { clock, coordinator })
+  const session = fullSession(clock.now())
+  const waiters = Array.from({ length: 10 }, () => refresher.refresh(session))
+  t.equal(asked.length, 1, 'one coordinated flight for ten callers')
+  t.equal(asked[0]?.refreshToken, session.refreshToken, 'named by the old refresh token')
+  pending[0]!.resolve(rotated(session, 1, clock))
+  await Promise.all(waiters)
+  t.equal(calls.length, 1)
+  const none = { ...fullSession(clock.now()), id: 'no-refresh-token', refreshToken: undefined }
+  const plain = refresher.refresh(none)
+  t.equal(asked.length, 1, 'no refresh token: not coordinated')
+  pending[1]!.reject(ended())
+  await t.rejects(plain, { code: 'SESSION_ENDED' })
+})
+
+t.test('the coordinator answering for another replica: its result is used, the local RefreshFn is not called', async (t) => {
+  const clock = fakeClock()
+  const { fn, calls } = controlledRefresh()
+  const session = fullSession(clock.now())
+  const elsewhere = rotated(session, 7, clock)
+  const refresher = new Refresher(fn, { clock, coordinator: { coordinate: async () => elsewhere } })
+  t.equal(await refresher.refresh(session), elsewhere)
+  t.equal(calls.length, 0, 'no grant here')
+  t.equal(await refresher.refresh({ ...session }), elsewhere, 'and cached as a local result')
+})
+
+t.test('STORE_UNAVAILABLE from the coordinator is not remembered: the next call coordinates again', async (t) => {
+  const clock = fakeClock()
+  const { fn } = controlledRefresh()
+  const session = fullSession(clock.now())
+  let down = true
+  let asked = 0
+  const refresher = new Refresher(fn, {
+    clock,
+    coordinator: {
+      coordinate: async () => {
+        asked++
+        if (down) throw new PortcullisError('STORE_UNAVAILABLE', 'Redis is down.')
+        return rotated(session, 2, clock)
+      },
+    },
+  })
+  await t.rejects(refresher.refresh(session), { code: 'STORE_UNAVAILABLE' })
+  down = false
+  t.equal((await refresher.refresh(session)).refreshToken, 'refresh-2', 'Redis back: coordinated again at once')
+  t.equal(asked, 2)
+})
+
+t.test('sealed outcome: opens only with the old refresh token, and only for the same session', async (t) => {
+  const clock = fakeClock()
+  const session = fullSession(clock.now()) as Session & { refreshToken: string }
+  const next = rotated(session, 3, clock)
+  const sealed = await sealOutcome({ kind: 'session', session: next }, session.refreshToken)
+  t.notMatch(sealed, new RegExp(next.accessToken), 'the new tokens are not readable in it')
+  t.notMatch(Buffer.from(sealed.split('.')[3] ?? '', 'base64url').toString('latin1'), /access-3|refresh-3/, 'not even in its ciphertext')
+  t.strictSame(await openOutcome(sealed, session), { kind: 'session', session: next }, 'opens with the old refresh token')
+  t.equal(await openOutcome(sealed, { ...session, refreshToken: `${session.refreshToken}x` }), null, 'not with another token')
+  t.equal(await openOutcome(sealed, { ...session, id: 'another-session' }), null, 'not for another session id')
+  t.equal(await openOutcome(sealed, { ...session, sub: 'someone-else' }), null, 'not for another subject')
+  t.equal(await openOutcome(`${sealed.slice(0, -2)}AA`, session), null, 'tampered: nothing')
+  t.equal(await openOutcome('garbage', session), null)
+
+  const endedSealed = await sealOutcome({ kind: 'error', code: 'SESSION_ENDED', message: 'Your session has ended.' }, session.refreshToken)
+  const opened = await openOutcome(endedSealed, session)
+  t.strictSame(opened, { kind: 'error', code: 'SESSION_ENDED', message: 'Your session has ended.' })
+  const err = outcomeError(opened as Extract<RefreshOutcome, { kind: 'error' }>)
+  t.equal(err.code, 'SESSION_ENDED', 'as the same PortcullisError')
+  t.equal(err.publicMessage, 'Your session has ended.')
+})
+
+t.test('which outcomes are shared, and for how long', async (t) => {
+  const clock = fakeClock()
+  const session = fullSession(clock.now())
+  t.strictSame(outcomeOf({ ok: true, session }), { kind: 'session', session })
+  t.strictSame(outcomeOf({ ok: false, err: ended() }), { kind: 'error', code: 'SESSION_ENDED', message: 'Your session has ended.' })
+  t.strictSame(outcomeOf({ ok: false, err: outage() }), { kind: 'error', code: 'IDP_UNAVAILABLE', message: 'The identity provider is not available.' })
+  t.equal(outcomeOf({ ok: false, err: new PortcullisError('NOT_READY', 'not yet') }), null, 'a local state: not shared')
+  t.equal(outcomeOf({ ok: false, err: new PortcullisError('STORE_UNAVAILABLE', 'down') }), null)
+  t.equal(outcomeOf({ ok: false, err: new Error('bug') }), null, 'not a PortcullisError: not shared')
+  t.equal(outcomeTtlMs({ kind: 'session', session }), REFRESH_RESULT_TTL_MS)
+  t.equal(outcomeTtlMs({ kind: 'error', code: 'SESSION_ENDED', message: '' }), REFRESH_RESULT_TTL_MS)
+  t.equal(outcomeTtlMs({ kind: 'error', code: 'IDP_UNAVAILABLE', message: '' }), REFRESH_FAILURE_TTL_MS)
+  // An error code outside the shared set never comes out of a sealed outcome.
+  const sealed = await sealOutcome({ kind: 'error', code: 'ACCESS_DENIED', message: 'x' }, session.refreshToken as string)
+  t.equal(await openOutcome(sealed, session as Session & { refreshToken: string }), null)
 })

@@ -11,7 +11,8 @@
  */
 import t from 'tap'
 import type { Test } from 'tap'
-import { createMemoryRevocations, type RevocationList } from '../../../src/session/revocations.ts'
+import { createMemoryRevocations, parseRevocation, RevocationMirror, revocationMember, type RevocationList } from '../../../src/session/revocations.ts'
+import { fakeClock } from '../../helpers/clock.ts'
 
 type Subject = Parameters<RevocationList['isRevoked']>[0]
 
@@ -186,4 +187,70 @@ t.test('bounded at scale: only the last `max` of many revocations are kept', asy
   t.equal(await list.isRevoked(session({ id: `id-${5 * max - 1}`, sid: undefined })), true, 'the newest is kept')
   t.equal(await list.isRevoked(session({ id: `id-${4 * max}`, sid: undefined })), true, 'the oldest of the last max is kept')
   t.equal(await list.isRevoked(session({ id: `id-${4 * max - 1}`, sid: undefined })), false, 'the one before it is gone')
+})
+
+// ---------------------------------------------------------------------------------------------------
+// The parts the Redis-backed list shares (src/redis/revocations.ts): members, the mirror's merge,
+// what a list hands to the next one on reload.
+
+t.test('members: each kind as a string and back; a sub may hold ":"; anything else is no revocation', async (t) => {
+  const cases = [
+    { kind: 'id', value: 'abc_DEF-123' },
+    { kind: 'sid', value: 'provider:session/7' },
+    { kind: 'sub', value: 'alice', before: T },
+    { kind: 'sub', value: 'urn:example:user:42', before: 1 },
+  ] as const
+  for (const r of cases) t.strictSame(parseRevocation(revocationMember(r)), r, revocationMember(r))
+  t.equal(revocationMember({ kind: 'sub', value: 'a:b', before: 5 }), 'sub:a:b:5', 'the cut-off last')
+  for (const bad of ['', 'id:', 'sid:', 'sub:', 'sub:alice', 'sub:alice:', 'sub::5', 'sub:alice:x5', 'sub:alice:-5', 'sub:alice:1.5', 'other:x', 'ID:x']) {
+    t.equal(parseRevocation(bad), null, JSON.stringify(bad))
+  }
+})
+
+t.test('mirror: add is a merge (news only once; a sub keeps its latest cut-off; the expiry only moves later)', async (t) => {
+  const clock = fakeClock(T)
+  const mirror = new RevocationMirror({ clock })
+  t.equal(mirror.add({ kind: 'id', value: 'id-1' }, T + 1_000), true, 'new: news')
+  t.equal(mirror.add({ kind: 'id', value: 'id-1' }, T + 1_000), false, 'again: no news')
+  t.equal(mirror.add({ kind: 'id', value: 'id-1' }, T + 500), false, 'an earlier expiry changes nothing')
+  t.equal(mirror.add({ kind: 'sub', value: 'alice', before: T }, T + 1_000), true)
+  t.equal(mirror.add({ kind: 'sub', value: 'alice', before: T - 10 }, T + 2_000), false, 'an older cut-off is no news')
+  t.equal(mirror.has(session({ id: 'x', sid: undefined, createdAt: T - 1 })), true, 'the later cut-off holds')
+  t.equal(mirror.add({ kind: 'sub', value: 'alice', before: T + 100 }, T + 2_000), true, 'a later cut-off is news')
+  t.equal(mirror.has(session({ id: 'x', sid: undefined, createdAt: T + 50 })), true)
+  t.equal(mirror.add({ kind: 'sid', value: 's' }, T), false, 'an entry expired already is ignored')
+  t.equal(mirror.has(session({ id: 'x', sid: 's', sub: 'bob' })), false)
+  t.strictSame(new Map(mirror.entries()), new Map([['id:id-1', T + 1_000], [`sub:alice:${T + 100}`, T + 2_000]]), 'entries: members and expiries')
+  clock.advance(1_001)
+  t.strictSame(mirror.entries().map(([m]) => m), [`sub:alice:${T + 100}`], 'the expired one is gone on the injected clock')
+  t.equal(mirror.has(session({ sid: undefined, sub: 'bob' })), false, 'and no longer revokes')
+})
+
+t.test('a list seeded with another list\'s entries (a reload) revokes what the other did', async (t) => {
+  const first = createMemoryRevocations({ ttlMs: 60_000 })
+  await first.revokeSession('id-1')
+  await first.revokeSid('sid-9')
+  await first.revokeSubBefore('carol', T)
+  const next = createMemoryRevocations({ ttlMs: 60_000, seed: first.entries() })
+  t.equal(next.ready, true)
+  t.equal(await next.isRevoked(session()), true, 'by id')
+  t.equal(await next.isRevoked(session({ id: 'x', sid: 'sid-9', sub: 'bob' })), true, 'by sid')
+  t.equal(await next.isRevoked(session({ id: 'x', sid: undefined, sub: 'carol', createdAt: T - 1 })), true, 'by sub')
+  t.equal(await next.isRevoked(session({ id: 'x', sid: undefined, sub: 'carol', createdAt: T })), false, 'not after the cut-off')
+  t.equal(next.entries().length, 3)
+})
+
+t.test('listeners: told of every revocation; a throwing one does not stop the others; unsubscribe stops it', async (t) => {
+  const list = createMemoryRevocations({ ttlMs: 60_000 })
+  let calls = 0
+  list.subscribe(() => {
+    throw new Error('listener failure')
+  })
+  const stop = list.subscribe(() => calls++)
+  await list.revokeSession('a')
+  await list.revokeSid('b')
+  t.equal(calls, 2)
+  stop()
+  await list.revokeSubBefore('c', T)
+  t.equal(calls, 2, 'not after unsubscribe')
 })
