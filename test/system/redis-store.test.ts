@@ -10,7 +10,9 @@
  *   a write the other made meanwhile is built on, not overwritten;
  * - size() counts live sessions from the index, without expired or cleared ones;
  * - with redis-server stopped every method rejects with STORE_UNAVAILABLE (never null, never a
- *   session), and the store works again once it is back.
+ *   session), and the store works again once it is back;
+ * - on a Redis Cluster of three masters the same contract holds, sessions spread over the shards
+ *   (no hash tag), and the compare-and-set and the index work (no command crosses slots).
  *
  * Needs Debian's redis-server (scripts/install-system-deps.sh). Without it this test FAILS, it never
  * skips.
@@ -25,20 +27,25 @@ import type { Session, SessionLimits } from '../../src/session/model.ts'
 import type { LoadedSession, SessionStore } from '../../src/session/store.ts'
 import { fakeClock, type FakeClock } from '../helpers/clock.ts'
 import { configFor } from '../helpers/config.ts'
-import { startRedis, type RedisServer } from '../helpers/redis.ts'
+import { startRedis, startRedisCluster, type RedisServer } from '../helpers/redis.ts'
 import { CONTRACT_LIMITS, fullSession, runStoreContract } from '../helpers/store-contract.ts'
 
 const T0 = Date.UTC(2030, 0, 15, 9, 0, 0)
 
 /** `session.redis` as the config loader makes it, for this server and key prefix. */
 function settings(server: RedisServer, keyPrefix: string, more: Record<string, unknown> = {}) {
+  return redisSettings({ url: server.url, keyPrefix, ...more })
+}
+
+/** `session.redis` as the config loader makes it from these keys. */
+function redisSettings(redis: Record<string, unknown>) {
   return configFor({
     issuer: 'http://127.0.0.1:1',
     clientId: 'c',
     clientSecret: 'client-secret-long-enough-0123',
     upstream: 'http://127.0.0.1:1',
     publicUrl: 'http://127.0.0.1:1',
-    overrides: { session: { store: 'redis', redis: { url: server.url, keyPrefix, ...more } } },
+    overrides: { session: { store: 'redis', redis } },
   }).session.redis
 }
 
@@ -323,5 +330,52 @@ t.test('Redis store', async (t) => {
     t.equal(await store.load(value), null, 'back (empty: it kept nothing): the old ticket is no session')
     const again = await store.save(nth(clock.now(), 2))
     t.equal((await store.load(again))?.session.sub, 'user-0002', 'a new login works')
+  })
+})
+
+t.test('Redis store on a Redis Cluster (three masters)', async (t) => {
+  const cluster = await startRedisCluster(t)
+  let n = 0
+  const clusterLink = async (t: Test, keyPrefix: string): Promise<RedisLink> => {
+    const l = connectRedis(redisSettings({ cluster: { nodes: cluster.nodes }, keyPrefix }))
+    t.teardown(() => l.close())
+    await l.whenReady()
+    return l
+  }
+  await runStoreContract(t, 'redis store on a cluster', async (clock, { limits }) => createRedisStore({ link: await clusterLink(t, `c${++n}:`), limits, clock }))
+
+  t.test('sessions spread over the masters; two replicas, compare-and-set and size() work across slots', async (t) => {
+    const clock = fakeClock(T0)
+    const a = createRedisStore({ link: await clusterLink(t, 'spread:'), limits: CONTRACT_LIMITS, clock })
+    const b = createRedisStore({ link: await clusterLink(t, 'spread:'), limits: CONTRACT_LIMITS, clock })
+    const values: string[] = []
+    for (let i = 0; i < 30; i++) values.push(await a.save(nth(clock.now(), i)))
+    const perNode = await Promise.all(cluster.servers.map(async (s) => Number((await s.command('KEYS', 'spread:*')).slice(1))))
+    t.equal(perNode.reduce((x, y) => x + y, 0), 31, `30 sessions and the index in all: ${perNode.join(' + ')}`)
+    t.ok(perNode.every((count) => count > 0), 'every master holds some: no hash tag pins them to one slot')
+    t.equal(await b.size(), 30, 'size() on the other replica: 30')
+    for (const value of values.slice(0, 10)) t.ok(await b.load(value), 'loaded on B')
+
+    const value = values[0] as string
+    const onA = (await a.load(value)) as LoadedSession
+    let entered!: () => void
+    const inChange = new Promise<void>((r) => (entered = r))
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    const update = a.update(onA, async (s) => {
+      entered()
+      await held
+      return { ...s, accessToken: 'after-the-clear' }
+    })
+    await inChange
+    await b.clear(value)
+    release()
+    t.equal(await update, null, 'cleared on B while A’s update ran: gone')
+    t.equal(await a.load(value), null)
+    t.equal(await b.size(), 29, 'and not counted')
+    const other = (await a.load(values[1] as string)) as LoadedSession
+    clock.advance(61_000)
+    t.equal((await a.update(other, (s) => ({ ...s, lastSeenAt: clock.now(), accessToken: 'cas-on-a-cluster' })))?.session.accessToken, 'cas-on-a-cluster', 'an update through the script')
+    t.equal((await b.load(values[1] as string))?.session.accessToken, 'cas-on-a-cluster', 'seen on B')
   })
 })
