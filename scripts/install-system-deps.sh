@@ -5,7 +5,8 @@
 # - nginx for forward-auth behind a real auth_request (test/system/nginx-auth-request.test.ts);
 # - Caddy for forward-auth behind a real forward_auth (test/system/caddy-forward-auth.test.ts);
 # - redis-server for the Redis store, shared revocations and the refresh lock (test/system/redis-*.test.ts,
-#   each starts its own server on a free loopback port).
+#   each starts its own server on a free loopback port), and its redis-cli (redis-tools, a dependency
+#   of redis-server) to join three servers into a Redis Cluster (test/system/redis-store.test.ts).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/bin/caddy ] || missing+=(caddy)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+[ -x /usr/bin/redis-cli ] || missing+=(redis-tools)
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-system-deps: chromium, nginx, caddy and redis-server already installed; nothing to do"
@@ -23,7 +25,7 @@ fi
 . "$(dirname "$0")/lib/apt-install.sh"
 apt_install install-system-deps "${missing[@]}"
 
-for bin in /usr/bin/chromium /usr/sbin/nginx /usr/bin/caddy /usr/bin/redis-server; do
+for bin in /usr/bin/chromium /usr/sbin/nginx /usr/bin/caddy /usr/bin/redis-server /usr/bin/redis-cli; do
   if [ ! -x "$bin" ]; then
     echo "install-system-deps: apt-get finished but $bin is still missing" >&2
     exit 1

@@ -209,6 +209,12 @@ function runtimeDeps(log: Logger): RuntimeDeps {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
       onError: (err, retryInMs) =>
         log.error({ err, retryInMs, ...(err.diagnosis === undefined ? {} : { problem: formatDiagnosis(err.diagnosis) }) }, 'provider not reachable; retrying'),
+      onUnreachable: (err) =>
+        log.error(
+          { err, ...(err.diagnosis === undefined ? {} : { problem: formatDiagnosis(err.diagnosis) }) },
+          'provider not reachable; existing sessions are still served (and /readyz stays ready), sign-ins and token refreshes fail until it is back',
+        ),
+      onReachable: () => log.info('provider reachable again'),
     },
   }
 }

@@ -29,6 +29,7 @@ import { compileHeaderScreen, FOREIGN_IDENTITY_HEADERS, FOREIGN_IDENTITY_PREFIXE
 import { claimsUsed, compileIdentityHeaders, type IdentityHeaderBuilder } from './policy/identity.ts'
 import { DEFAULT_IDENTITY_HEADERS } from './config/schema.ts'
 import { connectRedis, redisConfigured, type RedisEvents, type RedisLink } from './redis/connection.ts'
+import { createRedisStore } from './redis/store.ts'
 
 /**
  * The immutable snapshot of everything a request needs, built from a validated config (the runtime
@@ -102,8 +103,9 @@ export interface RuntimeDeps {
   /** The shared revocations went out of sync with Redis, or are in sync again (for the log). */
   readonly onRevocations?: (event: RevocationSyncEvent) => void
   /**
-   * The runtime being replaced (reload): its revocations, and its memory store when the new config
-   * keeps `store: memory`, carry over, so a reload neither signs anyone out nor revives a revoked session.
+   * The runtime being replaced (reload): its revocations, and its memory or Redis store when the new
+   * config keeps it (`sessionStoreFor`), carry over, so a reload neither signs anyone out nor revives
+   * a revoked session.
    */
   readonly previous?: Runtime
 }
@@ -179,18 +181,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
   const revocations = revocationsFor(config, redis, previous, clock, deps.onRevocations)
   const logoutReplay: LogoutReplayCache =
     redis !== null ? createRedisLogoutReplay(redis, clock) : ((previous?.redis === null ? replayCaches.get(previous) : undefined) ?? createJtiReplayCache(clock))
-  const keepMemory =
-    previous !== undefined &&
-    previous.sessions.kind === 'memory' &&
-    config.session.store === 'memory' &&
-    previous.config.session.memoryMaxSessions === config.session.memoryMaxSessions &&
-    previous.config.session.maxAge === config.session.maxAge &&
-    previous.config.session.idleTimeout === config.session.idleTimeout
-  const sessions = keepMemory
-    ? previous.sessions
-    : config.session.store === 'memory'
-      ? createMemoryStore({ limits, clock, maxSessions: config.session.memoryMaxSessions })
-      : createCookieStore({ ring: sessionKeys, limits, clock })
+  const sessions = sessionStoreFor(config, { limits, clock, sessionKeys, redis, previous })
   let closed = false
   const runtime: Runtime = {
     config,
@@ -276,6 +267,33 @@ async function releaseRevocations(list: RevocationList): Promise<void> {
   const left = (revocationHolders.get(list) ?? 1) - 1
   revocationHolders.set(list, left)
   if (left <= 0 && list.kind === 'redis') await (list as RedisRevocationList).close()
+}
+
+/**
+ * The session store of a new runtime. A reload keeps the running one when it can: the memory store
+ * (its sessions live only there) while `store: memory`, its bound and the lifetimes stay; the Redis
+ * store while `store: redis`, the connection is kept (same `session.redis`) and the lifetimes stay
+ * (its sessions are in Redis either way: a new store on the same connection only starts with an
+ * empty local cache).
+ */
+function sessionStoreFor(
+  config: Config,
+  deps: { limits: SessionLimits; clock: Clock; sessionKeys: KeyRing; redis: RedisLink | null; previous: Runtime | undefined },
+): SessionStore {
+  const { limits, clock, previous } = deps
+  const sameLimits = previous !== undefined && previous.config.session.maxAge === config.session.maxAge && previous.config.session.idleTimeout === config.session.idleTimeout
+  switch (config.session.store) {
+    case 'memory':
+      if (sameLimits && previous.sessions.kind === 'memory' && previous.config.session.memoryMaxSessions === config.session.memoryMaxSessions) return previous.sessions
+      return createMemoryStore({ limits, clock, maxSessions: config.session.memoryMaxSessions })
+    case 'redis':
+      // Config validation requires session.redis with store: redis.
+      if (deps.redis === null) throw new PortcullisError('CONFIG_INVALID', 'session.store: redis needs session.redis (url, sentinel.nodes or cluster.nodes)')
+      if (sameLimits && previous.sessions.kind === 'redis' && previous.redis === deps.redis) return previous.sessions
+      return createRedisStore({ link: deps.redis, limits, clock })
+    case 'cookie':
+      return createCookieStore({ ring: deps.sessionKeys, limits, clock })
+  }
 }
 
 /** How many runtimes hold each Redis connection (a reload hands it on); closed when none does. */

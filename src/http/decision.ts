@@ -117,8 +117,8 @@ export function forbidden(message: string, requestId: string, extras: Extras, ru
  * An error as an answer: the status from the one code → status table, an HTML page or JSON (public
  * text and request id only), `Retry-After` where waiting helps.
  */
-export function errorAnswer(err: unknown, html: boolean, requestId: string, retryUrl: string, setCookie: readonly string[], extras: Extras): AnswerDecision {
-  const res = errorResponse(err, html, requestId, retryUrl)
+export function errorAnswer(err: unknown, html: boolean, requestId: string, retryUrl: string, setCookie: readonly string[], extras: Extras, againUrl?: string): AnswerDecision {
+  const res = errorResponse(err, html, requestId, retryUrl, againUrl)
   return answer(kindOfStatus(res.status), res.status, [...pairsOf(res.headers), 'x-request-id', requestId, ...cookiePairs(setCookie)], res.body, { ...extras, error: err })
 }
 

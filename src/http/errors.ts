@@ -176,8 +176,12 @@ export function writeError(
  */
 export function sameRequestUrl(res: ServerResponse): string | undefined {
   const req = (res as ServerResponse & { req?: IncomingMessage }).req
-  if (req === undefined || (req.method !== 'GET' && req.method !== 'HEAD')) return undefined
-  const target = req.url ?? ''
+  return req === undefined ? undefined : repeatableTarget(req.method ?? '', req.url ?? '')
+}
+
+/** `target` as a link that repeats its request: a GET or HEAD's path on this origin, else undefined. */
+export function repeatableTarget(method: string, target: string): string | undefined {
+  if (method !== 'GET' && method !== 'HEAD') return undefined
   if (!target.startsWith('/') || target.startsWith('//') || target.startsWith('/\\') || target.length > 2048) return undefined
   return target
 }

@@ -66,6 +66,10 @@ function payloadLength(header: Buffer): number {
 /** The close codes Portcullis sends (RFC 6455 §7.4.1). */
 export const CLOSE_GOING_AWAY = 1001
 export const CLOSE_POLICY_VIOLATION = 1008
+/** The server hit a condition that kept it from going on (RFC 6455 §7.4.1). */
+export const CLOSE_INTERNAL_ERROR = 1011
+/** Try again later (IANA WebSocket close code registry): a dependency is unavailable for now. */
+export const CLOSE_TRY_AGAIN_LATER = 1013
 
 /**
  * A close frame with `code` and a short reason: unmasked towards the client, masked towards the

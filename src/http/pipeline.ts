@@ -14,6 +14,7 @@ import { bearerTokenOf } from '../oidc/bearer.ts'
 import type { RequestFacts } from './facts.ts'
 import { allowPairs, CHECK_LABEL, originalRequest, VERIFY_LABEL } from './forward-auth.ts'
 import { isBrowserNavigation, wantsHtml } from './negotiate.ts'
+import { repeatableTarget } from './errors.ts'
 import { upstreamHeaders } from './upstream-headers.ts'
 
 /**
@@ -124,6 +125,9 @@ export const decide: Decide = async (rt, given, mode) => {
     }
     // Login needs the provider: while it is unreachable, say so (503) instead of starting a login.
     if (!rt.provider.ready) rt.provider.get() // throws NOT_READY
+    // And a session needs the store: while Redis is unreachable no login could complete (nor a
+    // session be checked), so the same 503, not a login or a 401 that a retry cannot cure.
+    requireStore(rt)
     // A token in the query (`?access_token=`, RFC 6750 §2.3) is never taken, and its request is an API
     // client's: never a redirect to login, whatever it accepts.
     if (isBrowserNavigation(facts) && !(route?.bearer === true && hasQueryToken(facts.target))) {
@@ -133,6 +137,13 @@ export const decide: Decide = async (rt, given, mode) => {
     return unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, { label, route, session, notes })
   } catch (err) {
     const extras = { label, route, session, notes }
+    // The store unreachable (Redis down): a 503 in every mode, the checks' too. Neither a refusal
+    // (a 401 or a redirect would send the browser to a login that cannot complete, again and again)
+    // nor an allow: the session could not be verified. The browser keeps its cookie.
+    if (isStoreOutage(err)) {
+      const again = mode === 'proxy' ? repeatableTarget(facts.method, facts.target) : undefined
+      return errorAnswer(err, mode !== 'check' && wantsHtml(facts.headers), facts.requestId, '', NONE, extras, again)
+    }
     // nginx takes only 200, 401 and 403 from the check: a failure (the provider down while the
     // session's token expired) is a refusal there; the sign-in page then explains the outage.
     if (mode === 'check') return { ...unauthenticated(rt.publicUrl.host, facts.requestId, setCookie, extras), error: err }
@@ -343,6 +354,8 @@ async function writeNext(rt: Runtime, from: LoadedSession, first: Freshness, now
     try {
       loaded = await rt.sessions.update(loaded, async (s) => touched(await rt.refresher.refresh(s)))
     } catch (err) {
+      // The store could not write (Redis down): the request cannot be served as this session.
+      if (isStoreOutage(err)) throw err
       if (err instanceof PortcullisError && err.code === 'SESSION_ENDED') {
         notes.push({ level: 'info', msg: 'session ended at refresh', fields: { err } })
         return null
@@ -430,6 +443,21 @@ export async function stillLive(rt: Runtime, sessionValue: string, sessionId: st
   const s = loaded.session
   return route === null || route.policy.judge({ sub: s.sub, claims: s.claims, authTime: s.authTime }, rt.clock.now()).kind === 'allow'
 }
+
+/** The session store (or Redis behind it) could not answer: PortcullisError STORE_UNAVAILABLE. */
+export function isStoreOutage(err: unknown): boolean {
+  return err instanceof PortcullisError && err.code === 'STORE_UNAVAILABLE'
+}
+
+/**
+ * Throws STORE_UNAVAILABLE while Redis is configured and not connected: what starts a login (the
+ * redirect to it, `{prefix}/start`, the callback before it redeems the code) asks first, as a
+ * session made now could not be kept or checked.
+ */
+export function requireStore(rt: Runtime): void {
+  if (rt.redis !== null && !rt.redis.ready) throw new PortcullisError('STORE_UNAVAILABLE', STORE_DOWN)
+}
+const STORE_DOWN = 'Sign-in is not possible right now: the session store cannot be reached. Try again in a moment.'
 
 /** A session that ended here: forgotten in the store, its cookies cleared. */
 async function ended(rt: Runtime, cookies: Record<string, string | undefined>, sent: string, loaded: LoadedSession): Promise<Authenticated> {

@@ -10,10 +10,10 @@ import { writeError } from './errors.ts'
 import { execute } from './execute.ts'
 import { factsOf, normalizeTarget } from './facts.ts'
 import { elapsedMs, type OwnPaths } from './fast-lane.ts'
-import { CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, closeFrame, FrameBoundaries } from './frames.ts'
+import { CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, closeFrame, FrameBoundaries } from './frames.ts'
 import { logAccess } from './logging.ts'
 import { writeNotes } from './notes.ts'
-import { stillLive, type Decide } from './pipeline.ts'
+import { isStoreOutage, stillLive, type Decide } from './pipeline.ts'
 import type { UpstreamPools } from './upstream.ts'
 
 /**
@@ -100,9 +100,12 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
         let live: boolean
         try {
           live = await stillLive(rt, tunnel.sessionValue, tunnel.sessionId, tunnel.route)
-        } catch {
-          // The check cannot be made now (Redis unreachable: STORE_UNAVAILABLE). The socket was
-          // allowed at its handshake; the next sweep decides.
+        } catch (err) {
+          // The session cannot be checked (the store is unreachable): the WebSocket does not outlive
+          // what could not be verified. 1013 (try again later): the client's reconnect gets the
+          // handshake's 503 until the store is back, then is decided again.
+          logger.warn({ err, sessionChecked: false }, 'websocket closed: its session could not be checked')
+          tunnel.end(isStoreOutage(err) ? CLOSE_TRY_AGAIN_LATER : CLOSE_INTERNAL_ERROR, 'session could not be checked')
           return
         }
         if (!live) tunnel.end(CLOSE_POLICY_VIOLATION, 'session ended')

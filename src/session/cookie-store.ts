@@ -101,6 +101,8 @@ export function createCookieStore(deps: { ring: KeyRing; limits: SessionLimits; 
     async clear(cookieValue: string) {
       cache.delete(cookieValue)
     },
+    // Sessions live in the browsers' cookies: the server holds none to count.
+    size: async () => null,
   }
 }
 

@@ -1,25 +1,17 @@
-import { randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.ts'
-import { open, seal } from './codec.ts'
-import type { KeyRing } from './keyring.ts'
-import { asSession, expiresAt, isExpired, type Session, type SessionLimits } from './model.ts'
+import { isExpired, type Session, type SessionLimits } from './model.ts'
 import { OpenCache } from './open-cache.ts'
 import type { LoadedSession, SessionChange, SessionStore } from './store.ts'
+import { keepFor, newTicket, openTicket, parseTicket, sealTicket, type Ticket } from './ticket.ts'
 
 /**
- * The memory store: server-side, one instance. The cookie holds only a ticket `<session id>.<key>`;
- * a bounded LRU holds the session sealed with that per-session key, so the process memory alone does
- * not reveal sessions, and a cookie alone is useless once the entry is gone. An update (idle clock,
- * refresh) rewrites the stored entry in place: the cookie never needs rewriting (forward-auth behind
- * proxies that drop `Set-Cookie` on a 200).
+ * The memory store: server-side, one instance. The cookie holds only a ticket `<session id>.<key>`
+ * (`ticket.ts`); a bounded LRU holds the session sealed with that per-session key, so the process
+ * memory alone does not reveal sessions, and a cookie alone is useless once the entry is gone. An
+ * update (idle clock, refresh) rewrites the stored entry in place: the cookie never needs rewriting
+ * (forward-auth behind proxies that drop `Set-Cookie` on a 200).
  */
-const TICKET = /^([A-Za-z0-9_-]{16,64})\.([A-Za-z0-9_-]{43})$/
-
-function ticketRing(key: Uint8Array): KeyRing {
-  const k = { kid: 't', raw: key }
-  return { current: k, byId: (kid) => (kid === 't' ? k : undefined) }
-}
 
 /** An opened entry: the sealed blob it was opened from, and what it holds. */
 interface Opened {
@@ -33,19 +25,10 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
   // never finds an entry opened by the real one.
   const cache = new OpenCache<Opened>({ max: Math.min(deps.maxSessions, 10_000), ttlMs: 30_000 })
   const writing = new Map<string, Promise<LoadedSession | null>>()
-  const parse = (value: string) => {
-    const m = TICKET.exec(value)
-    return m === null ? null : { id: m[1] as string, key: Buffer.from(m[2] as string, 'base64url') }
-  }
-  const openEntry = async (ticket: { id: string; key: Uint8Array }, blob: string): Promise<Session | null> => {
-    const opened = await open(blob, ticketRing(ticket.key))
-    const session = opened === null ? null : asSession(opened.payload)
-    return session !== null && session.id === ticket.id ? session : null
-  }
-  const ttlOf = (session: Session): number => Math.max(1, expiresAt(session, deps.limits) - deps.clock.now())
+  const ttlOf = (session: Session): number => keepFor(session, deps.limits, deps.clock.now())
   /** The entry's current state, opened at most once per sealed blob. */
   const current = async (cookieValue: string): Promise<LoadedSession | null> => {
-    const ticket = parse(cookieValue)
+    const ticket = parseTicket(cookieValue)
     if (ticket === null) return null
     // The entry first, on every load: the lookup marks it used (LRU), and an evicted, expired or
     // cleared entry is gone even while an opened copy sits in the cache. A copy opened from a blob
@@ -54,7 +37,7 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
     if (blob === undefined) return null
     const hit = cache.get(cookieValue)
     if (hit !== undefined && hit !== null && hit.blob === blob) return hit.loaded
-    const session = await openEntry(ticket, blob)
+    const session = await openTicket(ticket, blob)
     const loaded = session === null ? null : { session, value: cookieValue, renew: false }
     cache.set(cookieValue, { blob, loaded })
     return loaded
@@ -67,31 +50,16 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
       return loaded
     },
     async save(session: Session): Promise<string> {
-      const key = randomBytes(32)
-      sealed.set(session.id, await seal(session, ticketRing(key)), { ttl: ttlOf(session) })
-      return `${session.id}.${Buffer.from(key).toString('base64url')}`
+      const { ticket, value } = newTicket(session)
+      sealed.set(session.id, await sealTicket(session, ticket), { ttl: ttlOf(session) })
+      return value
     },
     async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null> {
-      const ticket = parse(from.value)
+      const ticket = parseTicket(from.value)
       if (ticket === null || ticket.id !== from.session.id) throw new Error('not a ticket of this store')
       const running = writing.get(ticket.id)
       if (running !== undefined) return running
-      const write = (async (): Promise<LoadedSession | null> => {
-        const now = await current(from.value)
-        // Gone (cleared, evicted, expired): never written back.
-        if (now === null) return null
-        // Superseded already (another request wrote the entry since): the newest state, unchanged.
-        if (now !== from) return now
-        const before = sealed.peek(ticket.id)
-        const session = await change(from.session)
-        const blob = await seal(session, ticketRing(ticket.key))
-        // Cleared while `change` ran (a sign-out, a new login): it stays gone.
-        if (sealed.peek(ticket.id) !== before) return null
-        sealed.set(ticket.id, blob, { ttl: ttlOf(session) })
-        const loaded = { session, value: from.value, renew: false }
-        cache.set(from.value, { blob, loaded })
-        return loaded
-      })()
+      const write = rewrite(ticket, from, change)
       writing.set(ticket.id, write)
       const settled = (): void => {
         writing.delete(ticket.id)
@@ -101,12 +69,34 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
     },
     async clear(cookieValue: string) {
       // Only the whole ticket ends the entry: its id alone (a cookie with another key) clears nothing.
-      const ticket = parse(cookieValue)
+      const ticket = parseTicket(cookieValue)
       const blob = ticket === null ? undefined : sealed.peek(ticket.id)
-      if (ticket !== null && blob !== undefined && (await openEntry(ticket, blob)) !== null) {
+      if (ticket !== null && blob !== undefined && (await openTicket(ticket, blob)) !== null) {
         sealed.delete(ticket.id)
         cache.delete(cookieValue)
       }
     },
+    async size() {
+      // Entries past their TTL are dropped lazily by the LRU: counted only while live.
+      sealed.purgeStale()
+      return sealed.size
+    },
+  }
+
+  async function rewrite(ticket: Ticket, from: LoadedSession, change: SessionChange): Promise<LoadedSession | null> {
+    const now = await current(from.value)
+    // Gone (cleared, evicted, expired): never written back.
+    if (now === null) return null
+    // Superseded already (another request wrote the entry since): the newest state, unchanged.
+    if (now !== from) return now
+    const before = sealed.peek(ticket.id)
+    const session = await change(from.session)
+    const blob = await sealTicket(session, ticket)
+    // Cleared while `change` ran (a sign-out, a new login): it stays gone.
+    if (sealed.peek(ticket.id) !== before) return null
+    sealed.set(ticket.id, blob, { ttl: ttlOf(session) })
+    const loaded = { session, value: from.value, renew: false }
+    cache.set(from.value, { blob, loaded })
+    return loaded
   }
 }

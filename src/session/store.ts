@@ -2,8 +2,12 @@ import type { Session } from './model.ts'
 
 /**
  * Where sessions live. The cookie store keeps the whole sealed session in the cookie; server-side
- * stores (memory now, Redis later) keep a ticket in the cookie and the sealed session on the
- * server. Callers see one contract (one contract test suite per implementation).
+ * stores (memory, Redis) keep a ticket in the cookie and the sealed session on the server
+ * (`ticket.ts`). Callers see one contract (one contract test suite per implementation).
+ *
+ * A store that cannot answer (Redis down or too slow) rejects with PortcullisError
+ * `STORE_UNAVAILABLE` from every method: an outage is never "no session" (that would start logins
+ * that cannot complete) and never a session. The cookie and memory stores always answer.
  */
 export interface LoadedSession {
   readonly session: Session
@@ -22,9 +26,10 @@ export interface LoadedSession {
 export type SessionChange = (session: Session) => Session | Promise<Session>
 
 export interface SessionStore {
-  readonly kind: 'cookie' | 'memory'
+  readonly kind: 'cookie' | 'memory' | 'redis'
   /**
-   * Open the cookie value; null for anything that is not a live session of ours. Never throws.
+   * Open the cookie value; null for anything that is not a live session of ours. Throws only
+   * `STORE_UNAVAILABLE`.
    * A value that has been superseded by `update` loads as its newest state (and that state's value).
    */
   load(cookieValue: string): Promise<LoadedSession | null>
@@ -37,9 +42,18 @@ export interface SessionStore {
    * without calling `change` (the caller checks again what it still needs). A rejection of `change`
    * reaches every caller waiting on it and is not remembered. Null: the session is gone from a
    * server-side store (cleared, evicted, expired), before or while `change` ran; it is not written
-   * back.
+   * back. A store shared by replicas (Redis) writes only over the state it loaded (compare-and-set):
+   * when another replica wrote the session while `change` ran, `change` is applied again to that
+   * newer state (a few times at most; then the newest state is returned as superseded), so neither
+   * write is lost, and a session another replica cleared stays gone.
    */
   update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null>
   /** Forget the session behind this cookie value (no-op for the cookie store). */
   clear(cookieValue: string): Promise<void>
+  /**
+   * Live sessions held (for the `portcullis_sessions` metric): null when the store holds none
+   * server-side (the cookie store). Redis: counted from its index of session expiries, which is
+   * kept best-effort beside the sessions (never read to authenticate).
+   */
+  size(): Promise<number | null>
 }

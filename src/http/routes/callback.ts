@@ -11,6 +11,7 @@ import { clearTransactionCookie, putCookies, sessionCookieLines } from '../cooki
 import { readSessionCookie } from '../credentials.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
+import { requireStore } from '../pipeline.ts'
 import { routeOf } from '../route-of.ts'
 import type { RateLimits } from '../rate-limit.ts'
 
@@ -58,6 +59,8 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder, li
       )
     }
     request.portcullis.retryRd = tx.rd
+    // Redis unreachable: a 503 before the code is redeemed (the session could not be kept).
+    requireStore(rt)
     const search = request.url.slice(request.url.indexOf('?'))
     let tokens: TokenSet
     try {

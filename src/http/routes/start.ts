@@ -7,7 +7,7 @@ import { isTxCookieName, sealTransaction, transactionsToEvict, txCookieName } fr
 import { clearTransactionCookie, setTransactionCookie } from '../cookies.ts'
 import type { RuntimeHolder } from '../context.ts'
 import { readQuery, single } from '../query.ts'
-import { openSession } from '../pipeline.ts'
+import { openSession, requireStore } from '../pipeline.ts'
 import { routeOf } from '../route-of.ts'
 import type { RateLimits } from '../rate-limit.ts'
 
@@ -36,6 +36,9 @@ export function registerStart(app: FastifyInstance, holder: RuntimeHolder, limit
       hints[name] = value
     }
     const oidc = rt.provider.get()
+    // The session this login would end in could not be kept while Redis is unreachable: a 503 now,
+    // not a trip to the provider and back to a callback that fails.
+    requireStore(rt)
     const now = rt.clock.now()
     // The route `rd` leads to picks its login parameters and step-up requirements; a session that
     // falls short of them is asked to sign in again (prompt=login) instead of being reused.
