@@ -352,7 +352,11 @@ async function writeNext(rt: Runtime, from: LoadedSession, first: Freshness, now
       continue
     }
     try {
-      loaded = await rt.sessions.update(loaded, async (s) => touched(await rt.refresher.refresh(s)))
+      // Refresh only the state that was judged stale: a store that hands `change` a newer state (the
+      // Redis store, when another replica wrote the session meanwhile) may hold tokens another
+      // request or replica already refreshed, and refreshing those again would be a second grant.
+      const stale = loaded.session.accessToken
+      loaded = await rt.sessions.update(loaded, async (s) => touched(s.accessToken === stale ? await rt.refresher.refresh(s) : s))
     } catch (err) {
       // The store could not write (Redis down): the request cannot be served as this session.
       if (isStoreOutage(err)) throw err

@@ -46,6 +46,12 @@ function began(t: Test, res: TestResponse, what: string): void {
   t.equal(res.status, 302, `${what}: 302 to the provider`)
 }
 
+/** While Redis is down no login can start (its session could not be kept or checked): a 503 with Retry-After, never a 500. */
+function unavailable(t: Test, res: TestResponse, what: string): void {
+  t.equal(res.status, 503, `${what}: 503, no login starts while Redis is down`)
+  t.ok(res.headers['retry-after'], `${what}: with Retry-After`)
+}
+
 function limited(t: Test, res: TestResponse, what: string): void {
   t.equal(res.status, 429, `${what}: 429`)
   const after = Number(res.headers['retry-after'])
@@ -73,26 +79,31 @@ t.test('two instances on one Redis share the counters', async (t) => {
   t.equal(await redis.command('EXISTS', 'rl-test:ratelimit:start:127.0.0.1'), ':1', 'one key per endpoint and address, under session.redis.keyPrefix')
 })
 
-t.test('Redis down: each instance counts in its own process with the same limits (no 500), and in Redis again once it is back', async (t) => {
+t.test('Redis down: each instance counts in its own process with the same limits (503 while no login can start, never a 500), and in Redis again once it is back', async (t) => {
   const redis = await startRedis(t)
   const { a, b } = await pair(t, { url: redis.url })
   began(t, await start(a), 'before the outage, on A')
 
   await redis.stop()
-  // Counted here now: A's three are allowed (its local count starts at 0), its 4th is not.
-  for (let i = 1; i <= 3; i++) began(t, await start(a), `Redis down: start ${i} on A`)
+  // Counted here now: A's three pass the limit (its local count starts at 0) and get the outage's
+  // 503; its 4th is refused by the limit first.
+  for (let i = 1; i <= 3; i++) unavailable(t, await start(a), `Redis down: start ${i} on A`)
   limited(t, await start(a, JSON_ACCEPT), 'Redis down: the 4th on A')
   // B counts for itself: the limit holds per instance.
-  for (let i = 1; i <= 3; i++) began(t, await start(b), `Redis down: start ${i} on B`)
+  for (let i = 1; i <= 3; i++) unavailable(t, await start(b), `Redis down: start ${i} on B`)
   limited(t, await start(b, JSON_ACCEPT), 'Redis down: the 4th on B')
   t.ok(a.app.rateLimits.localFallbacks >= 4, `A counted locally (${a.app.rateLimits.localFallbacks})`)
   const errors = a.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('rate limits: Redis did not answer'))
   t.equal(errors.length, 1, 'one error line for the outage, not one per request')
   t.equal(errors[0]?.level, 50, 'at error level')
-  t.notOk(a.logs.some((l) => l.msg === 'request' && Number(l.status) >= 500), 'no request answered 5xx')
+  t.notOk(a.logs.some((l) => l.msg === 'request' && Number(l.status) >= 500 && Number(l.status) !== 503), 'no request answered 5xx but the outage\'s 503')
 
   await redis.start()
-  await waitUntil(() => a.runtime.redis?.ready === true && b.runtime.redis?.ready === true, 'both instances reconnected', 15_000)
+  await waitUntil(
+    () => a.runtime.redis?.ready === true && b.runtime.redis?.ready === true && a.runtime.revocations.ready && b.runtime.revocations.ready,
+    'both instances reconnected',
+    15_000,
+  )
   // Redis came back empty: shared counting again from 0.
   for (let i = 1; i <= 3; i++) began(t, await start(a), `Redis back: start ${i} on A`)
   limited(t, await start(b, JSON_ACCEPT), 'Redis back: the 4th, on B')
