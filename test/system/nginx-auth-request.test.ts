@@ -19,6 +19,8 @@ import { deployedNginxConf, startNginx } from '../helpers/fronts.ts'
 import { API_HEADERS, alice, runFrontScenario, startFrontStack, withFront, type FrontStack, absoluteStart } from '../helpers/front-scenario.ts'
 import { login } from '../helpers/login.ts'
 import { request } from '../helpers/http.ts'
+import { startRedis } from '../helpers/redis.ts'
+import { eventually } from '../helpers/wait.ts'
 
 /** ingress-nginx's auth location and protected location (nginx.tmpl), for `auth-url`, `auth-signin` and these `auth-response-headers`. */
 function ingressNginxConf(port: number, portcullis: number, app: number): string {
@@ -95,6 +97,31 @@ t.test('plain nginx: deploy/nginx/portcullis-auth.conf in front of an app', asyn
     signinLocation: absoluteStart(s.publicUrl, 'every query parameter kept'),
   })
   await cookieRefresh(t, s)
+})
+
+t.test('plain nginx with the Redis store: Redis down is the 503 page with Retry-After, never a 500 or the app; back: served again', async (t) => {
+  const redis = await startRedis(t)
+  const s = await startFrontStack(t, { session: { store: 'redis', redis: { url: redis.url } } })
+  await s.proxy.runtime.redis?.whenReady()
+  const conf = deployedNginxConf({ listen: s.frontPort, portcullis: s.proxyPort, app: s.app.port })
+  if (!(await withFront(s, () => startNginx(t, conf, s.frontPort)))) return
+  const { jar } = await login({ proxyUrl: s.publicUrl, path: '/reports' })
+  t.equal((await request(`${s.publicUrl}/reports`, { jar })).status, 200, 'signed in through nginx')
+  const seen = s.app.requests.length
+
+  await redis.stop()
+  const page = await request(`${s.publicUrl}/reports`, { jar, headers: { accept: 'text/html' } })
+  t.equal(page.status, 503, 'a browser gets the 503, not the 500 auth_request makes of it')
+  t.ok(Number(page.headers['retry-after']) >= 1, 'with Retry-After')
+  t.match(page.body, /temporarily unavailable/i, "Portcullis's page")
+  const api = await request(`${s.publicUrl}/reports`, { jar, headers: API_HEADERS })
+  t.equal(api.status, 503, 'an API client gets the 503 too')
+  t.equal(api.json<{ error: string }>().error, 'STORE_UNAVAILABLE', 'as JSON')
+  t.equal(s.app.requests.length, seen, 'the app saw nothing while the session could not be checked')
+
+  await redis.start()
+  const back = await eventually(async () => (await request(`${s.publicUrl}/reports`, { jar, headers: API_HEADERS })).status === 401, { timeoutMs: 15_000, everyMs: 100 })
+  t.ok(back, 'Redis back (empty): the old cookie is no session any more, a 401 for the API client')
 })
 
 t.test('ingress-nginx style auth-url + auth-signin in front of an app', async (t) => {
