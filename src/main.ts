@@ -419,7 +419,8 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
 /** `server.workers` > 1: this process forks the workers and serves nothing itself (`cluster.ts`). */
 function primary(file: string, env: Record<string, string | undefined>, loaded: { config: Config; warnings: string[] }): Promise<number> {
   const { config } = loaded
-  const log = createLogger(config.logging.level, { shared: true }).child({ role: 'primary', pid: process.pid })
+  // Its lines say `role: primary`; each worker's name the worker and its pid.
+  const log = createLogger(config.logging.level, { shared: true }).child({ role: 'primary' })
   for (const w of loaded.warnings) log.warn(w)
   return runPrimary({
     count: workerCount(config.server.workers),

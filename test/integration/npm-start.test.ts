@@ -4,52 +4,15 @@
  * shell that dies and leaves the demo running, orphaned.
  */
 import { spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { resolve } from 'node:path'
 import t from 'tap'
 import { holdPort } from '../helpers/ports.ts'
 import { request } from '../helpers/http.ts'
 import { eventually } from '../helpers/wait.ts'
+import { alive, descendants } from '../helpers/proc-tree.ts'
 
 const ROOT = resolve(import.meta.dirname, '../..')
-
-/** Every live process whose parent chain leads to `root` (from /proc). */
-function descendants(root: number): number[] {
-  const parent = new Map<number, number>()
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ")".
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      parent.set(Number(name), ppid)
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const found: number[] = []
-  const walk = (pid: number) => {
-    for (const [child, p] of parent) {
-      if (p === pid) {
-        found.push(child)
-        walk(child)
-      }
-    }
-  }
-  walk(root)
-  return found
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    // A zombie is dead, only not yet reaped by its parent.
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
-}
 
 function listening(port: number): Promise<boolean> {
   return new Promise((r) => {
