@@ -327,7 +327,7 @@ function retireAfterMs(config: Config): number {
  * only if closing itself failed. SIGHUP reloads (a worker leaves SIGHUP to its primary, which asks
  * it by message: a SIGHUP to the whole process group must not reload twice, nor kill a worker).
  */
-function onSignals(log: Logger, shutdownTimeoutMs: () => number, stop: (timeoutMs: number) => Promise<void>, reload?: () => void): void {
+function onSignals(log: Logger, shutdownTimeoutMs: () => number, stop: (timeoutMs: number) => Promise<void>, reload: (() => void) | { readonly ignored: string }): void {
   let stopping = false
   const shutdown = (signal: string) => {
     if (stopping) return
@@ -350,7 +350,7 @@ function onSignals(log: Logger, shutdownTimeoutMs: () => number, stop: (timeoutM
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
-  process.on('SIGHUP', reload ?? (() => log.info('SIGHUP ignored: reloads come from the primary')))
+  process.on('SIGHUP', typeof reload === 'function' ? reload : () => log.info(`SIGHUP ignored: ${reload.ignored}`))
 }
 
 /** Drain the app, then release the runtime; log what had to be cut. */
@@ -411,7 +411,7 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
       await drain(log, current.app, () => current.runtime, timeoutMs)
       for (const old of retiring) old.close()
     },
-    worker === null ? () => void reloadNow() : undefined,
+    worker === null ? () => void reloadNow() : { ignored: 'a worker reloads when its primary asks' },
   )
   return new Promise<number>(() => {})
 }
@@ -464,6 +464,8 @@ async function checkProvider(file: string, loaded: { config: Config; warnings: s
   const out = (line: string) => process.stdout.write(`${line}\n`)
   out(`config: ${file} is valid`)
   for (const w of loaded.warnings) out(`warning: ${w}`)
+  const cert = config.server.tls.cert === '' ? null : certificateSummary(config.server.tls.cert)
+  if (cert !== null) out(`tls: serving HTTPS with ${cert.subject} (SHA-256 ${cert.fingerprint256}), valid until ${cert.validTo}`)
   const redirectUri = new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href
   try {
     const oidc = await probeProvider(config)
@@ -588,10 +590,15 @@ async function runDemo(port: number): Promise<number> {
       `  Upstream:  ${stack.upstream.url}  (echoes the identity headers it receives)\n` +
       `Press Ctrl+C to stop.\n\n`,
   )
-  onSignals(log, () => result.config.server.shutdownTimeout, async (timeoutMs) => {
-    await drain(log, started.app, () => started.runtime, timeoutMs)
-    await stack.close()
-  })
+  onSignals(
+    log,
+    () => result.config.server.shutdownTimeout,
+    async (timeoutMs) => {
+      await drain(log, started.app, () => started.runtime, timeoutMs)
+      await stack.close()
+    },
+    { ignored: 'the demo has no config file to reload' },
+  )
   return new Promise<number>(() => {})
 }
 

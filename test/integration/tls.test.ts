@@ -166,6 +166,8 @@ t.test('HTTPS listener: login end to end, Secure cookies, keep-alive, healthchec
 
   const hc = await runCli(['healthcheck', '--config', file])
   t.equal(hc.code, 0, `portcullis healthcheck works against the TLS listener ${hc.stderr}`)
+  const check = await runCli(['check', '--config', file])
+  t.match(check.stdout, `tls: serving HTTPS with CN=first (SHA-256 ${first.fingerprint256}), valid until `, 'portcullis check names the certificate')
 
   // Renewed in place, then SIGHUP.
   replaceCertificate(first, renewed)
