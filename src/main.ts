@@ -325,9 +325,15 @@ function retireAfterMs(config: Config): number {
  * SIGTERM / SIGINT drain (`App.drain`): the exit comes when the last connection has closed, at the
  * latest `shutdownTimeout` after the signal (plus a moment to close what was cut), with code 0; 1
  * only if closing itself failed. SIGHUP reloads (a worker leaves SIGHUP to its primary, which asks
- * it by message: a SIGHUP to the whole process group must not reload twice, nor kill a worker).
+ * it by message: a SIGHUP to the whole process group must not reload twice, nor kill a worker; the
+ * demo, which has no file to reload, stops).
  */
-function onSignals(log: Logger, shutdownTimeoutMs: () => number, stop: (timeoutMs: number) => Promise<void>, reload: (() => void) | { readonly ignored: string }): void {
+function onSignals(
+  log: Logger,
+  shutdownTimeoutMs: () => number,
+  stop: (timeoutMs: number) => Promise<void>,
+  hangup: (() => void) | { readonly ignored: string } | 'stop',
+): void {
   let stopping = false
   const shutdown = (signal: string) => {
     if (stopping) return
@@ -350,7 +356,8 @@ function onSignals(log: Logger, shutdownTimeoutMs: () => number, stop: (timeoutM
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
-  process.on('SIGHUP', typeof reload === 'function' ? reload : () => log.info(`SIGHUP ignored: ${reload.ignored}`))
+  if (hangup === 'stop') process.on('SIGHUP', () => shutdown('SIGHUP'))
+  else process.on('SIGHUP', typeof hangup === 'function' ? hangup : () => log.info(`SIGHUP ignored: ${hangup.ignored}`))
 }
 
 /** Drain the app, then release the runtime; log what had to be cut. */
@@ -597,7 +604,8 @@ async function runDemo(port: number): Promise<number> {
       await drain(log, started.app, () => started.runtime, timeoutMs)
       await stack.close()
     },
-    { ignored: 'the demo has no config file to reload' },
+    // No file to reload: a hangup (the terminal closed) stops the demo, drained.
+    'stop',
   )
   return new Promise<number>(() => {})
 }
