@@ -17,7 +17,8 @@ import { join as joinChunks, split as splitChunks } from '../src/session/chunks.
 import { chooseLoadgen, type Loadgen, type LoadgenKind, type LoadResult } from './lib/loadgen.ts'
 import { login, loginLoop, probe, sessionCookieHeader, ssoSessions, type LoginLoopResult } from './lib/logins.ts'
 import { startApache, startNginx, type PeerStarted } from './lib/peers.ts'
-import { cpuMsOf, freePort, holdPort, pinSelf, planLayout, readyLine, rssOf, sleep, start, waitForHttp, type Layout, type Managed } from './lib/procs.ts'
+import { cpuMsOf, freePort, holdPort, pinSelf, planLayout, readyLine, rssOf, sleep, start, waitForHttp, waitForLog, type Layout, type Managed } from './lib/procs.ts'
+import { startRedisServer } from './lib/redis.ts'
 import { connectInspector, type Inspector } from './lib/inspector.ts'
 import { formatProfile, summarizeProfile, type ProfileSummary } from './lib/profile.ts'
 import { fmtBytes, fmtKiB, fmtMs, fmtRate, fmtRatio, max, median, min, pad } from './lib/stats.ts'
@@ -39,8 +40,9 @@ const USAGE = `usage: npm run bench -- [options]      (or: npx tsx bench/run.ts 
   --connections=N        load generator connections (default 64)
   --threads=N            wrk threads (default 1: the load generator has one core)
   --repeat=N             runs per measurement, interleaved a b c ... a b c (default 3; --smoke: 1)
-  --only=LIST            subset of a,b,r,c,cf,d,e,ef,v,f,g,nginx,apache,memory (default: all;
-                         c, e and v aged, cf and ef fresh)
+  --only=LIST            subset of a,b,r,c,cf,w,ww,d,e,ef,v,f,g,nginx,apache,memory (default: all;
+                         c, e and v aged, cf and ef fresh; w and ww: one and two workers with
+                         Redis, not run in --smoke unless named here)
   --login-concurrency=N  concurrent logins in (g) and in the memory test (default 4)
   --memory-sessions=N    distinct sessions in the memory test (default 10000)
   --loadgen=K            wrk | autocannon | node (default: wrk, else autocannon when installed;
@@ -63,10 +65,10 @@ const USAGE = `usage: npm run bench -- [options]      (or: npx tsx bench/run.ts 
   --smoke                1 s runs, repeat 1, no peers, no memory test, short login loop (CI)
 `
 
-type Key = 'a' | 'b' | 'r' | 'c' | 'cf' | 'd' | 'e' | 'ef' | 'v' | 'f' | 'g' | 'nginx' | 'apache'
+type Key = 'a' | 'b' | 'r' | 'c' | 'cf' | 'w' | 'ww' | 'd' | 'e' | 'ef' | 'v' | 'f' | 'g' | 'nginx' | 'apache'
 /** Measurements served by the main Portcullis process (the ones `--cpu-prof` profiles). */
 const PORTCULLIS_TARGETS: ReadonlySet<Key> = new Set(['c', 'cf', 'd', 'e', 'ef', 'v', 'f'])
-const ORDER: readonly Key[] = ['a', 'b', 'r', 'c', 'cf', 'd', 'e', 'ef', 'v', 'f', 'g', 'nginx', 'apache']
+const ORDER: readonly Key[] = ['a', 'b', 'r', 'c', 'cf', 'w', 'ww', 'd', 'e', 'ef', 'v', 'f', 'g', 'nginx', 'apache']
 /**
  * (c) and (e) are measured the way users live with them (issue #8 point 3): a session older than the
  * idle-clock step, from a client that keeps sending the cookie it got at login. The fresh-session
@@ -78,6 +80,9 @@ const LABELS: Record<Key, string> = {
   r: '(r) raw node:http + undici, no auth',
   c: '(c) Portcullis, session, aged',
   cf: '(c fresh) Portcullis, session, fresh',
+  // Labels hold no digits: the first number on a row is its rate.
+  w: '(w) Portcullis, one worker, Redis, aged',
+  ww: '(ww) Portcullis, two workers, Redis, aged',
   d: '(d) Portcullis, bearer JWT',
   e: '(e) forward-auth check /auth, aged',
   ef: '(e fresh) forward-auth check /auth, fresh',
@@ -297,15 +302,18 @@ async function startPortcullis(opts: {
   store: 'cookie' | 'memory'
   logLevel: string
   accessLog: boolean
-  core: number | null
+  core: number | string | null
   nodeFlags?: string[]
+  /** `server.workers` (default 1), and `session.redis.url` (coordination; needed with more than 1). */
+  workers?: number
+  redisUrl?: string
 }): Promise<PortcullisProc> {
   const url = `http://127.0.0.1:${opts.port}`
   const config = {
     // The load generator stands in for the ingress controller: its forwarding headers are believed.
-    server: { listen: `127.0.0.1:${opts.port}`, publicUrl: url, trustedProxies: ['127.0.0.1/32'] },
+    server: { listen: `127.0.0.1:${opts.port}`, publicUrl: url, trustedProxies: ['127.0.0.1/32'], workers: opts.workers ?? 1 },
     provider: { issuer: opts.issuer, clientId: opts.clientId, clientSecret: opts.clientSecret, allowInsecureHttp: true },
-    session: { secrets: [opts.secret], store: opts.store },
+    session: { secrets: [opts.secret], store: opts.store, ...(opts.redisUrl === undefined ? {} : { redis: { url: opts.redisUrl } }) },
     // (d) on a bearer route of its own, so (c) measures the session path exactly as a plain route runs it.
     routes: [
       { match: { pathPrefix: '/' }, upstream: opts.upstream },
@@ -330,6 +338,11 @@ async function startPortcullis(opts: {
     logFile,
   })
   await waitForHttp(`${url}/readyz`, proc, { timeoutMs: 60_000 })
+  if ((opts.workers ?? 1) > 1) {
+    // /readyz is answered by whichever worker got the connection: wait for all of them.
+    await waitForLog(logFile, /"msg":"portcullis listening"/, 1, proc)
+    await waitForLog(logFile, /"msg":"provider connected"/, opts.workers ?? 1, proc)
+  }
   return { proc, url, logFile }
 }
 
@@ -465,8 +478,10 @@ async function runBench(ctx: Ctx): Promise<number> {
 
   // Ports the provider must know before it starts (redirect URIs).
   // Held (bound) until each server starts: the provider, echo and bare proxy listen on port 0 meanwhile.
-  const held = await Promise.all([holdPort(), holdPort(), holdPort(), holdPort(), holdPort()])
-  const [mainPort, memCookiePort, memMemoryPort, apachePort, nginxPort] = held.map((h) => h.port) as [number, number, number, number, number]
+  const held = await Promise.all([holdPort(), holdPort(), holdPort(), holdPort(), holdPort(), holdPort(), holdPort(), holdPort()])
+  const [mainPort, memCookiePort, memMemoryPort, apachePort, nginxPort, oneWorkerPort, twoWorkersPort, redisPort] = held.map((h) => h.port) as [
+    number, number, number, number, number, number, number, number,
+  ]
   const release = async (port: number): Promise<void> => held.find((h) => h.port === port)?.release()
   const clientId = 'portcullis-bench'
   const clientSecret = randomBytes(24).toString('base64url')
@@ -478,7 +493,7 @@ async function runBench(ctx: Ctx): Promise<number> {
       {
         clientId,
         clientSecret,
-        redirectUris: [mainPort, memCookiePort, memMemoryPort].map((p) => `http://127.0.0.1:${p}${PREFIX}/callback`),
+        redirectUris: [mainPort, memCookiePort, memMemoryPort, oneWorkerPort, twoWorkersPort].map((p) => `http://127.0.0.1:${p}${PREFIX}/callback`),
         tokenEndpointAuthMethod: 'client_secret_basic',
       },
       { ...apacheClient, redirectUris: [`http://127.0.0.1:${apachePort}${PREFIX}/callback`], tokenEndpointAuthMethod: 'client_secret_basic' },
@@ -599,6 +614,53 @@ async function runBench(ctx: Ctx): Promise<number> {
   if (wanted('r') && (await expectStatus('r', `${rawUrl}/`, {}, 200))) targets.set('r', { url: `${rawUrl}/`, headers: constant({}), expect: 200 })
   if (wanted('c') && (await expectStatus('c', `${main.url}/`, { cookie }, 200))) targets.set('c', { url: `${main.url}/`, headers: agedHeaders, expect: 200 })
   if (wanted('cf') && (await expectStatus('cf', `${main.url}/`, { cookie }, 200))) targets.set('cf', { url: `${main.url}/`, headers: cookieHeaders, expect: 200 })
+  // (w) and (ww): the same session path as (c), in a Portcullis with Redis configured (cookie store,
+  // session.redis for coordination), once with one worker and once with two (server.workers), both
+  // allowed on every core. The bare proxy (b) stays one process: it is one core's ceiling.
+  const workerRows = (['w', 'ww'] as const).filter((k) => wanted(k))
+  const workersNamed = opts.only !== null && workerRows.length > 0
+  if (workerRows.length > 0 && opts.smoke && !workersNamed) {
+    for (const k of workerRows) skip(k, 'not run in --smoke unless named in --only (needs redis-server)')
+  } else if (workerRows.length > 0) {
+    await release(redisPort)
+    const redis = await startRedisServer({ port: redisPort, core: layout.servers })
+    if ('reason' in redis) for (const k of workerRows) skip(k, redis.reason)
+    else {
+      procs.push(redis.proc)
+      for (const [key, workers, port] of [
+        ['w', 1, oneWorkerPort],
+        ['ww', 2, twoWorkersPort],
+      ] as const) {
+        if (!wanted(key)) continue
+        try {
+          await release(port)
+          const p = await startPortcullis({
+            name: `portcullis-${workers}-worker${workers > 1 ? 's' : ''}`,
+            launch: ctx.launch,
+            dir: tmp,
+            port,
+            issuer: provider.issuer,
+            clientId,
+            clientSecret,
+            secret,
+            upstream,
+            store: 'cookie',
+            logLevel: opts.logLevel,
+            accessLog: opts.accessLog,
+            core: layout.all,
+            nodeFlags: opts.nodeFlags,
+            workers,
+            redisUrl: redis.url,
+          })
+          procs.push(p.proc)
+          say(`servers     Portcullis with ${workers} worker(s) and ${redis.url} at ${p.url} (pid ${p.proc.pid}), on ${layout.all === null ? 'any core' : `cores ${layout.all}`}`)
+          if (await expectStatus(key, `${p.url}/`, { cookie }, 200)) targets.set(key, { url: `${p.url}/`, headers: agedHeaders, expect: 200 })
+        } catch (err) {
+          Object.assign(row(key), { status: 'failed', reason: (err as Error).message.split('\n').slice(0, 3).join(' | ') })
+        }
+      }
+    }
+  }
   if (wanted('d')) {
     if (accessToken === undefined) skip('d', 'could not read the access token from the session cookie')
     else {
@@ -868,6 +930,15 @@ async function runBench(ctx: Ctx): Promise<number> {
     // What no Node proxy can beat on this core: how far 3x Apache is from Node's own ceiling.
     say(`node ceiling (r) ${fmtRate(r.rps.median)} req/s = ${fmtRatio(r.rps.median / b.rps.median)} (b); 3x Apache would need ${fmtRate(3 * ap.rps.median)} req/s = ${fmtRatio((3 * ap.rps.median) / r.rps.median)} (r)`)
   }
+  const w1 = summaries.get('w') ?? null
+  const w2 = summaries.get('ww') ?? null
+  const workersRatio = w1 !== null && w2 !== null && w1.rps.median > 0 ? w2.rps.median / w1.rps.median : null
+  if (rows.has('w') || rows.has('ww')) {
+    say(
+      `workers (server.workers, cookie store + Redis, on ${layout.all === null ? 'any core' : `cores ${layout.all}`}; the load generator${layout.load === null ? '' : ` on core ${layout.load}`} shares them): ` +
+        `(ww) / (w) = ${workersRatio === null ? '-' : fmtRatio(workersRatio)}; (b) and (c) are single processes, pinned to one core: a one-core ceiling, to compare with (w), not (ww)`,
+    )
+  }
   say('targets (issues #8 point 3 and #11 point 9, on the aged figures)')
   for (const t of targetsOut) {
     const off = t.value === null ? '' : `${((Math.abs(t.value - t.goal) / t.goal) * 100).toFixed(0)}%`
@@ -956,6 +1027,7 @@ async function runBench(ctx: Ctx): Promise<number> {
       }),
     ),
     targets: targetsOut,
+    workers: { ratioTwoToOne: workersRatio, cores: layout.all, note: '(b) and (c) are single processes on one core; (w) and (ww) may use every core' },
     memory,
     profiles: Object.fromEntries([...profiles].map(([key, p]) => [key, { file: savedProfiles[key], ...p.summary }])),
   }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import { createServer, type ServerOptions } from 'node:http'
+import { createServer, type Server, type ServerOptions } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import fastifyCookie from '@fastify/cookie'
 import { pino, type Logger, type LoggerOptions } from 'pino'
@@ -96,7 +97,11 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       // Fastify passes its resolved options (defaults filled in); its types leave them loosely typed.
       const options = given as { http?: ServerOptions | null; keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number; maxRequestsPerSocket?: number }
       const listener = opts.fastLane === false ? handler : lane.wrap(handler)
-      const server = createServer(options.http ?? {}, listener)
+      // `server.tls`: HTTPS on the same listener (HTTP/1.1 with keep-alive; the fast lane is the
+      // request listener either way). A reload loads a new certificate into it (`swap`).
+      const tls = runtime.config.server.tls
+      const server: Server =
+        tls.cert === '' ? createServer(options.http ?? {}, listener) : createHttpsServer({ ...options.http, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] }, listener)
       // `Expect: 100-continue`: Node would answer `100 Continue` before anything is decided; the
       // request is decided first, and only a forwarded one is told to send its body (`http/execute.ts`).
       server.on('checkContinue', (req, res) => {
@@ -111,6 +116,8 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       if (options.maxRequestsPerSocket !== undefined && options.maxRequestsPerSocket > 0) server.maxRequestsPerSocket = options.maxRequestsPerSocket
       return server
     },
+    // Fastify reads `https` only to write the scheme of "Server listening at" (the server is ours).
+    ...(runtime.config.server.tls.cert === '' ? {} : { https: true }),
     loggerInstance: logger as FastifyBaseLogger,
     // One access-log line per request is written by `logRequest` (path without query), not by Fastify.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -216,6 +223,11 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     fastify: app,
     swap(next: Runtime) {
       if (next.prefix !== holder.current.prefix) throw new Error('server.authPrefix cannot change on reload; restart instead')
+      const was = holder.current.config.server.tls
+      const now = next.config.server.tls
+      if ((was.cert === '') !== (now.cert === '')) throw new Error('server.tls cannot be turned on or off on reload; restart instead')
+      // New connections get the new certificate; open ones keep the one they were made with.
+      if (now.cert !== '' && (now.cert !== was.cert || now.key !== was.key)) (app.server as unknown as HttpsServer).setSecureContext({ cert: now.cert, key: now.key })
       holder.current = next
     },
     tunnels,

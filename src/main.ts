@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 import { readFileSync, realpathSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
 import { buildApp, loggerOptions, safeError, type App } from './app.ts'
 import { createRuntime, ExplainInputError, explainWithConfig, formatExplanation, openRouteWarnings, probeProvider, type Runtime, type RuntimeDeps } from './runtime.ts'
 import { formatIssues, loadConfig } from './config/index.ts'
+import { certificateSummary } from './config/tls.ts'
+import { runPrimary, workerChannel, workerCount, type ReloadOutcome } from './cluster.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
 import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
@@ -115,16 +119,11 @@ function version(): string {
   }
 }
 
-/**
- * Load and validate the config file; print its problems to stderr and answer null when it has any.
- * `during` says what a refusal means: at startup nothing was started, on a reload the running
- * configuration stays.
- */
-function load(file: string, env: Record<string, string | undefined>, during: 'startup' | 'reload' = 'startup'): { config: Config; warnings: string[] } | null {
+/** Load and validate the config file; print its problems to stderr and answer null when it has any. */
+function load(file: string, env: Record<string, string | undefined>): { config: Config; warnings: string[] } | null {
   const result = loadConfig({ file, env })
   if (!result.ok) {
-    const outcome = during === 'reload' ? 'not reloaded; the running configuration was kept' : 'nothing was started'
-    process.stderr.write(`${formatIssues(result.issues)}\n${result.issues.length} problem(s) in ${file}; ${outcome}.\n`)
+    process.stderr.write(`${formatIssues(result.issues)}\n${result.issues.length} problem(s) in ${file}; nothing was started.\n`)
     return null
   }
   return result
@@ -139,15 +138,37 @@ async function healthcheck(file: string, env: Record<string, string | undefined>
   const loaded = load(file, env)
   if (loaded === null) return 2
   const { host, port } = listenAddress(loaded.config.server.listen)
-  const ask = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host
+  const ask = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host
+  const tls = loaded.config.server.tls.cert !== ''
+  const url = `${tls ? 'https' : 'http'}://${ask.includes(':') ? `[${ask}]` : ask}:${port}/healthz`
   try {
-    const res = await fetch(`http://${ask}:${port}/healthz`, { signal: AbortSignal.timeout(2500) })
-    if (res.status === 200) return 0
-    process.stderr.write(`healthcheck: http://${ask}:${port}/healthz answered ${res.status}\n`)
+    const status = await probe(tls, ask, port)
+    if (status === 200) return 0
+    process.stderr.write(`healthcheck: ${url} answered ${status}\n`)
   } catch (err) {
-    process.stderr.write(`healthcheck: http://${ask}:${port}/healthz: ${(err as Error).message}\n`)
+    process.stderr.write(`healthcheck: ${url}: ${(err as Error).message}\n`)
   }
   return 1
+}
+
+/**
+ * GET /healthz on Portcullis's own listener. Over HTTPS the certificate is not verified: the probe
+ * asks its own process at the address of its own config (a loopback one for a wildcard listener),
+ * whose certificate names the public host, not this address, and may be self-signed; it sends no
+ * credentials and reads only the status.
+ */
+function probe(tls: boolean, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const options = { host, port, path: '/healthz', method: 'GET', timeout: 2500, headers: { 'user-agent': 'portcullis-healthcheck' } }
+    const req = tls ? httpsRequest({ ...options, rejectUnauthorized: false }) : httpRequest(options)
+    req.once('response', (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    req.once('timeout', () => req.destroy(new Error('no answer within 2.5 s')))
+    req.once('error', reject)
+    req.end()
+  })
 }
 
 function listenAddress(listen: string): { host: string; port: number } {
@@ -171,10 +192,12 @@ async function serve(config: Config, log: Logger, warnings: readonly string[]): 
  * The process logger: JSON lines on stdout through a buffered destination. Writing each access-log
  * line on its own costs about an eighth of a proxied request's CPU (one `write` per line through the
  * libuv pool, measured with `npm run bench -- --cpu-prof`); lines are batched up to 8 KiB and flushed
- * at least every 250 ms, and synchronously when the process exits.
+ * at least every 250 ms, and synchronously when the process exits. Workers (`server.workers`) share
+ * one stdout: each write stays under PIPE_BUF (4 KiB), which a pipe writes whole, so lines of two
+ * workers never interleave.
  */
-function createLogger(level: string): Logger {
-  const dest = pino.destination({ dest: 1, sync: false, minLength: 8 * 1024 })
+function createLogger(level: string, opts: { shared?: boolean } = {}): Logger {
+  const dest = opts.shared === true ? pino.destination({ dest: 1, sync: false, minLength: 2 * 1024, maxWrite: 4 * 1024 }) : pino.destination({ dest: 1, sync: false, minLength: 8 * 1024 })
   setInterval(() => dest.flush(), 250).unref()
   process.on('exit', () => {
     try {
@@ -219,71 +242,121 @@ function runtimeDeps(log: Logger): RuntimeDeps {
   }
 }
 
-/** Settings the Fastify instance was built with: a reload cannot change them. */
-const RESTART_ONLY = ['server.listen', 'server.authPrefix', 'server.upstreamTimeout'] as const
+/**
+ * Settings the listener, the Fastify instance or the process tree were built with: a reload cannot
+ * change them (turning `server.tls` on or off is one; a new certificate and key are not).
+ */
+const RESTART_ONLY: ReadonlyArray<readonly [string, (c: Config) => string]> = [
+  ['server.listen', (c) => c.server.listen],
+  ['server.authPrefix', (c) => c.server.authPrefix],
+  ['server.upstreamTimeout', (c) => String(c.server.upstreamTimeout)],
+  ['server.workers', (c) => String(c.server.workers)],
+  ['server.tls (on or off)', (c) => String(c.server.tls.cert !== '')],
+]
 function restartOnlyChanges(a: Config, b: Config): string[] {
-  const get = (c: Config, key: (typeof RESTART_ONLY)[number]) => String(c.server[key.slice('server.'.length) as 'listen' | 'authPrefix' | 'upstreamTimeout'])
-  return RESTART_ONLY.filter((k) => get(a, k) !== get(b, k))
+  return RESTART_ONLY.filter(([, get]) => get(a) !== get(b)).map(([name]) => name)
+}
+
+/** The listener's certificate, for the log lines of startup and reloads; {} without `server.tls`. */
+function tlsFields(config: Config): Record<string, unknown> {
+  if (config.server.tls.cert === '') return {}
+  const cert = certificateSummary(config.server.tls.cert)
+  return cert === null ? {} : { tls: { subject: cert.subject, fingerprint256: cert.fingerprint256, validTo: cert.validTo } }
+}
+
+/** Wait for `ready` at most `ms`; true when it came. */
+function within(ready: Promise<unknown>, ms: number): Promise<boolean> {
+  return Promise.race([ready.then(() => true, () => false), new Promise<false>((r) => setTimeout(() => r(false), ms).unref())])
 }
 
 /**
- * SIGHUP: build a new runtime from the file and swap it in once its provider is connected (so
- * readiness and logins never drop); on any problem keep the running one.
+ * SIGHUP: build a new runtime from the file and swap it in once its provider is connected, and its
+ * Redis when that is a new connection (when the running ones are), so readiness and logins never
+ * drop; on any problem keep the running one. Resolves with the new runtime, or the reason for
+ * refusing it (already logged).
  */
-async function reload(file: string, env: Record<string, string | undefined>, log: Logger, current: { app: App; runtime: Runtime }): Promise<Runtime | null> {
-  const next = load(file, env, 'reload')
-  if (next === null) {
-    log.error({ file }, 'reload refused: the config file has problems (listed on stderr); the running configuration was kept')
-    return null
+async function reload(file: string, env: Record<string, string | undefined>, log: Logger, current: { app: App; runtime: Runtime }): Promise<Runtime | string> {
+  const next = loadConfig({ file, env })
+  if (!next.ok) {
+    process.stderr.write(`${formatIssues(next.issues)}\n${next.issues.length} problem(s) in ${file}; not reloaded; the running configuration was kept.\n`)
+    const problems = next.issues.map((i) => (i.path === '' ? i.message : `${i.path}: ${i.message}`))
+    log.error({ file, problems }, 'reload refused: the config file has problems (listed on stderr); the running configuration was kept')
+    return `the config file has problems: ${problems.join('; ')}`
   }
   const changed = restartOnlyChanges(current.runtime.config, next.config)
   if (changed.length > 0) {
-    log.error({ changed }, 'reload refused: these settings need a restart; keeping the running config')
-    return null
+    log.error({ changed }, 'reload refused: these settings need a restart; the running configuration was kept')
+    return `these settings need a restart: ${changed.join(', ')}`
   }
   let runtime: Runtime
   try {
     runtime = createRuntime(next.config, { ...runtimeDeps(log), previous: current.runtime })
   } catch (err) {
-    log.error({ err }, 'reload refused')
-    return null
+    log.error({ err }, 'reload refused; the running configuration was kept')
+    return safeError(err).message
   }
-  if (current.runtime.provider.ready) {
-    const limit = 2 * next.config.provider.timeout + 1000
-    const connected = await Promise.race([
-      runtime.provider.whenReady().then(() => true),
-      new Promise<false>((r) => setTimeout(() => r(false), limit).unref()),
-    ])
-    if (!connected) {
-      runtime.close()
-      log.error('reload refused: the new provider configuration could not connect; keeping the running config')
-      return null
-    }
+  const old = current.runtime
+  if (old.provider.ready && !(await within(runtime.provider.whenReady(), 2 * next.config.provider.timeout + 1000))) {
+    runtime.close()
+    log.error('reload refused: the new provider configuration could not connect; the running configuration was kept')
+    return 'the new provider configuration could not connect'
+  }
+  const link = runtime.redis
+  const newRedis = link !== null && link !== old.redis
+  if (link !== null && newRedis && (old.redis === null || old.redis.ready) && !(await within(link.whenReady(), next.config.session.redis.connectTimeout + 1000))) {
+    runtime.close()
+    log.error('reload refused: the new session.redis could not connect; the running configuration was kept')
+    return 'the new session.redis could not connect'
+  }
+  try {
+    current.app.swap(runtime)
+  } catch (err) {
+    runtime.close()
+    log.error({ err }, 'reload refused; the running configuration was kept')
+    return safeError(err).message
   }
   for (const w of next.warnings) log.warn(w)
-  current.app.swap(runtime)
   log.level = next.config.logging.level
+  const certChanged = next.config.server.tls.cert !== old.config.server.tls.cert || next.config.server.tls.key !== old.config.server.tls.key
+  log.info({ ...(certChanged ? tlsFields(next.config) : {}), ...(newRedis ? { redis: 'connected anew' } : {}) }, 'configuration reloaded')
   return runtime
+}
+
+/**
+ * How long a replaced runtime stays open after a reload: requests that started with it finish with
+ * it (a refresh at the provider, then the session written to Redis), so its Redis connection is
+ * closed only after them. Each step is bounded by these timeouts.
+ */
+function retireAfterMs(config: Config): number {
+  return 2 * config.provider.timeout + config.session.redis.commandTimeout + 1000
 }
 
 /**
  * SIGTERM / SIGINT drain (`App.drain`): the exit comes when the last connection has closed, at the
  * latest `shutdownTimeout` after the signal (plus a moment to close what was cut), with code 0; 1
- * only if closing itself failed. SIGHUP reloads.
+ * only if closing itself failed. SIGHUP reloads (a worker leaves SIGHUP to its primary, which asks
+ * it by message: a SIGHUP to the whole process group must not reload twice, nor kill a worker; the
+ * demo, which has no file to reload, stops).
  */
-function onSignals(log: Logger, shutdownTimeoutMs: number, stop: (timeoutMs: number) => Promise<void>, reload?: () => void): void {
+function onSignals(
+  log: Logger,
+  shutdownTimeoutMs: () => number,
+  stop: (timeoutMs: number) => Promise<void>,
+  hangup: (() => void) | { readonly ignored: string } | 'stop',
+): void {
   let stopping = false
   const shutdown = (signal: string) => {
     if (stopping) return
     stopping = true
-    log.info({ signal, shutdownTimeoutMs }, 'shutting down: draining connections')
+    const timeoutMs = shutdownTimeoutMs()
+    log.info({ signal, shutdownTimeoutMs: timeoutMs }, 'shutting down: draining connections')
     // A last resort, should closing itself hang.
     const force = setTimeout(() => {
       log.error('shutdown did not finish in time; exiting')
       process.exit(1)
-    }, shutdownTimeoutMs + 5_000)
+    }, timeoutMs + 5_000)
     force.unref()
-    stop(shutdownTimeoutMs).then(
+    stop(timeoutMs).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed')
@@ -293,7 +366,8 @@ function onSignals(log: Logger, shutdownTimeoutMs: number, stop: (timeoutMs: num
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
-  if (reload !== undefined) process.on('SIGHUP', reload)
+  if (hangup === 'stop') process.on('SIGHUP', () => shutdown('SIGHUP'))
+  else process.on('SIGHUP', typeof hangup === 'function' ? hangup : () => log.info(`SIGHUP ignored: ${hangup.ignored}`))
 }
 
 /** Drain the app, then release the runtime; log what had to be cut. */
@@ -307,10 +381,17 @@ async function drain(log: Logger, app: App, runtime: () => Runtime, timeoutMs: n
 async function run(file: string, env: Record<string, string | undefined>): Promise<number> {
   const loaded = load(file, env)
   if (loaded === null) return 2
-  const log = createLogger(loaded.config.logging.level)
+  const { config } = loaded
+  const workers = workerCount(config.server.workers)
+  const worker = workerChannel()
+  if (workers > 1 && worker === null) return primary(file, env, loaded)
+  const base = createLogger(config.logging.level, { shared: worker !== null })
+  // A worker's every line (access lines too) says which process wrote it.
+  const log = worker === null ? base : base.child({ worker: worker.id, pid: process.pid })
   let current: { app: App; runtime: Runtime }
   try {
-    current = await serve(loaded.config, log, loaded.warnings)
+    // The primary logged the warnings once for all its workers.
+    current = await serve(config, log, worker === null ? loaded.warnings : [])
   } catch (err) {
     if (err instanceof PortcullisError && err.code === 'CONFIG_INVALID') {
       process.stderr.write(`config error: ${err.publicMessage}\nnothing was started.\n`)
@@ -319,22 +400,69 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
     log.fatal({ err }, 'could not start')
     return 1
   }
-  log.info({ listen: loaded.config.server.listen, publicUrl: loaded.config.server.publicUrl }, 'portcullis listening')
+  log.info({ listen: config.server.listen, publicUrl: config.server.publicUrl, ...tlsFields(config) }, worker === null ? 'portcullis listening' : 'worker listening')
+  const retiring = new Set<Runtime>()
+  // One reload at a time, each from the runtime the one before left.
+  let reloads: Promise<unknown> = Promise.resolve()
+  const reloadNow = (): Promise<ReloadOutcome> => {
+    const done = reloads.then(async (): Promise<ReloadOutcome> => {
+      const result = await reload(file, env, log, current)
+      if (typeof result === 'string') return { ok: false, reason: result }
+      const old = current.runtime
+      current = { app: current.app, runtime: result }
+      retiring.add(old)
+      setTimeout(() => {
+        retiring.delete(old)
+        old.close()
+      }, retireAfterMs(old.config)).unref()
+      return { ok: true }
+    })
+    reloads = done
+    return done
+  }
+  worker?.onReload(reloadNow)
   onSignals(
     log,
-    loaded.config.server.shutdownTimeout,
-    (timeoutMs) => drain(log, current.app, () => current.runtime, timeoutMs),
-    () => {
-      void reload(file, env, log, current).then((runtime) => {
-        if (runtime === null) return
-        const old = current.runtime
-        current = { app: current.app, runtime }
-        old.close()
-        log.info('configuration reloaded')
-      })
+    () => current.runtime.config.server.shutdownTimeout,
+    async (timeoutMs) => {
+      await drain(log, current.app, () => current.runtime, timeoutMs)
+      for (const old of retiring) old.close()
     },
+    worker === null ? () => void reloadNow() : { ignored: 'a worker reloads when its primary asks' },
   )
   return new Promise<number>(() => {})
+}
+
+/** `server.workers` > 1: this process forks the workers and serves nothing itself (`cluster.ts`). */
+function primary(file: string, env: Record<string, string | undefined>, loaded: { config: Config; warnings: string[] }): Promise<number> {
+  const { config } = loaded
+  // Its lines say `role: primary`; each worker's name the worker and its pid.
+  const log = createLogger(config.logging.level, { shared: true }).child({ role: 'primary' })
+  for (const w of loaded.warnings) log.warn(w)
+  return runPrimary({
+    count: workerCount(config.server.workers),
+    log,
+    shutdownTimeoutMs: config.server.shutdownTimeout,
+    listening: { listen: config.server.listen, publicUrl: config.server.publicUrl, ...tlsFields(config) },
+    // Each worker reads the file again and checks it against its own running config; the primary
+    // first refuses a file with problems, so that they are printed once, not once per worker.
+    reloadCheck: () => {
+      const next = loadConfig({ file, env })
+      if (!next.ok) {
+        process.stderr.write(`${formatIssues(next.issues)}\n${next.issues.length} problem(s) in ${file}; not reloaded; the running configuration was kept.\n`)
+        const problems = next.issues.map((i) => (i.path === '' ? i.message : `${i.path}: ${i.message}`))
+        log.error({ file, problems }, 'reload refused: the config file has problems (listed on stderr); the running configuration was kept')
+        return null
+      }
+      const changed = restartOnlyChanges(config, next.config)
+      if (changed.length > 0) {
+        log.error({ changed }, 'reload refused: these settings need a restart; the running configuration was kept')
+        return null
+      }
+      return { shutdownTimeoutMs: next.config.server.shutdownTimeout, logLevel: next.config.logging.level }
+    },
+    reloadWaitMs: 2 * config.provider.timeout + config.session.redis.connectTimeout + 5_000,
+  })
 }
 
 async function check(file: string, env: Record<string, string | undefined>): Promise<number> {
@@ -353,6 +481,8 @@ async function checkProvider(file: string, loaded: { config: Config; warnings: s
   const out = (line: string) => process.stdout.write(`${line}\n`)
   out(`config: ${file} is valid`)
   for (const w of loaded.warnings) out(`warning: ${w}`)
+  const cert = config.server.tls.cert === '' ? null : certificateSummary(config.server.tls.cert)
+  if (cert !== null) out(`tls: serving HTTPS with ${cert.subject} (SHA-256 ${cert.fingerprint256}), valid until ${cert.validTo}`)
   const redirectUri = new URL(`${config.server.authPrefix}/callback`, config.server.publicUrl).href
   try {
     const oidc = await probeProvider(config)
@@ -477,10 +607,16 @@ async function runDemo(port: number): Promise<number> {
       `  Upstream:  ${stack.upstream.url}  (echoes the identity headers it receives)\n` +
       `Press Ctrl+C to stop.\n\n`,
   )
-  onSignals(log, result.config.server.shutdownTimeout, async (timeoutMs) => {
-    await drain(log, started.app, () => started.runtime, timeoutMs)
-    await stack.close()
-  })
+  onSignals(
+    log,
+    () => result.config.server.shutdownTimeout,
+    async (timeoutMs) => {
+      await drain(log, started.app, () => started.runtime, timeoutMs)
+      await stack.close()
+    },
+    // No file to reload: a hangup (the terminal closed) stops the demo, drained.
+    'stop',
+  )
   return new Promise<number>(() => {})
 }
 

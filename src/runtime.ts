@@ -190,7 +190,8 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     prefix,
     redirectUri,
     txCookiePath: `${prefix}/`,
-    secureCookies: publicUrl.protocol === 'https:',
+    // Secure when users reach an https publicUrl, and when this listener is HTTPS itself.
+    secureCookies: publicUrl.protocol === 'https:' || config.server.tls.cert !== '',
     provider,
     sessionKeys,
     loginKeys,

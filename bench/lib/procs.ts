@@ -38,6 +38,8 @@ export interface Layout {
   readonly servers: number | null
   readonly load: number | null
   readonly provider: number | null
+  /** Every core (`0-N`), for what is measured spread over the machine (`server.workers`); null without pinning. */
+  readonly all: string | null
   describe(): string
 }
 
@@ -46,7 +48,7 @@ export function planLayout(wantPin: boolean): Layout {
   const taskset = wantPin && which('taskset') !== null && cores >= 2
   if (!taskset) {
     const why = !wantPin ? 'pinning off (--no-pin)' : cores < 2 ? `only ${cores} core` : 'taskset not found'
-    return { taskset, cores, servers: null, load: null, provider: null, describe: () => `no pinning (${why}); every process floats over ${cores} core(s)` }
+    return { taskset, cores, servers: null, load: null, provider: null, all: null, describe: () => `no pinning (${why}); every process floats over ${cores} core(s)` }
   }
   // Servers on core 0, the load generator on core 1, the provider on a core of its own when there is
   // one (it only works during logins; during the load runs it is idle), else with the load generator
@@ -58,14 +60,15 @@ export function planLayout(wantPin: boolean): Layout {
     servers: 0,
     load: 1,
     provider,
+    all: `0-${cores - 1}`,
     describe: () =>
       `servers (upstream, bare proxy, Portcullis, nginx, Apache) on core 0; load generator (wrk / login loop / this process) on core 1; ` +
       `provider on core ${provider}${provider === 1 ? ' (shared with the load generator: only 2 cores; it is idle during the load runs)' : ''}`,
   }
 }
 
-/** Prefix a command with `taskset -c <core>` when pinning. */
-export function pinned(core: number | null, command: string, args: readonly string[]): [string, string[]] {
+/** Prefix a command with `taskset -c <core>` (a core, or a list such as `0-1`) when pinning. */
+export function pinned(core: number | string | null, command: string, args: readonly string[]): [string, string[]] {
   return core === null ? [command, [...args]] : ['taskset', ['-c', String(core), command, ...args]]
 }
 
@@ -76,7 +79,7 @@ export function pinSelf(core: number | null): void {
 }
 
 export interface SpawnOptions {
-  core: number | null
+  core: number | string | null
   env?: Record<string, string | undefined>
   cwd?: string
   /** Send stdout and stderr to this file instead of a pipe (long-running servers that log per request). */
@@ -235,3 +238,20 @@ const CLOCK_TICKS = (() => {
   const n = Number(r.stdout?.trim())
   return Number.isFinite(n) && n > 0 ? n : 100
 })()
+
+/** Wait until `count` lines of a log file match `pattern` (a process tree's workers, say). */
+export async function waitForLog(file: string, pattern: RegExp, count: number, proc: Managed, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    let text = ''
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch {
+      // not written yet
+    }
+    if (text.split('\n').filter((line) => pattern.test(line)).length >= count) return
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`${proc.name} exited before ${count} line(s) matched ${pattern}:\n${proc.tail()}`)
+    if (Date.now() > deadline) throw new Error(`${proc.name}: fewer than ${count} line(s) matched ${pattern} after ${timeoutMs} ms:\n${proc.tail()}`)
+    await sleep(100)
+  }
+}

@@ -1,6 +1,7 @@
 import { readConfigSource, type ConfigSourceOptions } from './load.ts'
 import { isLoopbackHost, sortIssues, validateConfig } from './validate.ts'
 import type { Config, ConfigIssue } from './types.ts'
+import { certificateSummary } from './tls.ts'
 
 export type { Config, ConfigIssue, RouteConfig } from './types.ts'
 export type { ConfigSourceOptions } from './load.ts'
@@ -37,13 +38,18 @@ export function configWarnings(config: Config): string[] {
     )
   }
   const publicUrl = new URL(config.server.publicUrl)
-  if (publicUrl.protocol === 'http:' && !isLoopbackHost(publicUrl.hostname)) {
+  if (publicUrl.protocol === 'http:' && !isLoopbackHost(publicUrl.hostname) && config.server.tls.cert === '') {
     warnings.push(`server.publicUrl is plain http on ${publicUrl.hostname}: session cookies are sent without the Secure attribute`)
   }
   for (const entry of config.server.trustedProxies) {
     if (/^(0\.0\.0\.0\/0|::\/0|::0\/0)$/.test(entry)) {
       warnings.push(`server.trustedProxies contains ${entry}: X-Forwarded-* headers are believed from every peer`)
     }
+  }
+  if (config.server.tls.cert !== '') {
+    const cert = certificateSummary(config.server.tls.cert)
+    if (cert !== null && cert.expiresInDays < 0) warnings.push(`server.tls.cert expired on ${cert.validTo} (${cert.subject}): clients refuse it`)
+    else if (cert !== null && cert.expiresInDays < 14) warnings.push(`server.tls.cert expires on ${cert.validTo} (${cert.subject}): replace the files and send SIGHUP`)
   }
   return warnings
 }

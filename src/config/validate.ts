@@ -2,6 +2,7 @@ import { BlockList, isIP } from 'node:net'
 import { z } from 'zod'
 import { configSchema } from './schema.ts'
 import { formatDuration } from './duration.ts'
+import { tlsIssues } from './tls.ts'
 import type { Config, ConfigIssue } from './types.ts'
 
 /**
@@ -655,6 +656,8 @@ function checkScaleOut(raw: unknown, issues: ConfigIssue[]): void {
   const tls = parsed(SERVER.tls, rawAt(raw, ['server', 'tls']))
   if (tls !== undefined && (tls.cert === '') !== (tls.key === '')) {
     issues.push({ path: `server.tls.${tls.cert === '' ? 'cert' : 'key'}`, message: 'an HTTPS listener needs both a certificate and its key (certFile, keyFile)' })
+  } else if (tls !== undefined && tls.cert !== '') {
+    issues.push(...tlsIssues(tls.cert, tls.key))
   }
   const workers = parsed(SERVER.workers, rawAt(raw, ['server', 'workers']))
   if (workers !== undefined && workers !== 1) {

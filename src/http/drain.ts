@@ -1,5 +1,6 @@
 import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { Server as TlsServer } from 'node:tls'
 
 /**
  * A clean drain, the way nginx and Envoy drain: the server stops accepting; connections that are
@@ -45,10 +46,32 @@ export function trackConnections(server: Server): ConnectionTracker {
     })
   }
 
-  server.on('connection', (socket: Socket) => {
+  const track = (socket: Socket): void => {
     sockets.set(socket, new Set())
     socket.once('close', () => sockets.delete(socket))
-  })
+  }
+  /**
+   * An HTTPS listener: requests arrive on the TLS socket ('secureConnection'); until its handshake is
+   * done a connection is only the TCP socket ('connection'), kept here by its peer's address and port
+   * (unique while it is open) so that a drain closes it (it has no request) and a cut ends it.
+   */
+  const handshaking = new Map<string, Socket>()
+  const peerOf = (socket: Socket): string => `${socket.remoteAddress ?? ''}|${socket.remotePort ?? ''}`
+  if (server instanceof TlsServer) {
+    server.on('connection', (raw: Socket) => {
+      const peer = peerOf(raw)
+      handshaking.set(peer, raw)
+      raw.once('close', () => {
+        if (handshaking.get(peer) === raw) handshaking.delete(peer)
+      })
+    })
+    server.on('secureConnection', (socket: Socket) => {
+      handshaking.delete(peerOf(socket))
+      track(socket)
+    })
+  } else {
+    server.on('connection', track)
+  }
   server.prependListener('request', onRequest)
   server.prependListener('checkContinue', onRequest)
   // An upgraded connection belongs to its WebSocket from here on.
@@ -57,6 +80,8 @@ export function trackConnections(server: Server): ConnectionTracker {
   return {
     drain() {
       draining = true
+      for (const raw of handshaking.values()) raw.destroy()
+      handshaking.clear()
       for (const [socket, busy] of sockets) {
         if (busy.size === 0) {
           socket.destroy()
@@ -68,12 +93,13 @@ export function trackConnections(server: Server): ConnectionTracker {
       }
     },
     cut() {
-      const n = sockets.size
+      const n = sockets.size + handshaking.size
       for (const socket of sockets.keys()) socket.destroy()
+      for (const raw of handshaking.values()) raw.destroy()
       return n
     },
     get size() {
-      return sockets.size
+      return sockets.size + handshaking.size
     },
   }
 }

@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { Agent as HttpsAgent } from 'node:https'
 import type { Test } from 'tap'
 import { holdPort } from './ports.ts'
 import { request } from './http.ts'
@@ -19,7 +20,7 @@ const MAIN = resolve(import.meta.dirname, '../../src/main.ts')
 export interface PortcullisProcess {
   readonly child: ChildProcess
   readonly pid: number
-  /** `http://127.0.0.1:<port>` */
+  /** `http://127.0.0.1:<port>` (`https://` with `tls`) */
   readonly url: string
   readonly port: number
   /** Parsed JSON log lines so far. */
@@ -72,6 +73,8 @@ export interface SpawnOptions {
   port: number
   /** Environment besides PATH and NODE_ENV=production: `${VAR}` values and PORTCULLIS_* overrides. */
   env?: Record<string, string>
+  /** The listener is HTTPS (`server.tls`) with a certificate these CAs (a self-signed one) vouch for. */
+  tls?: { ca: string | string[] }
 }
 
 /** Start Portcullis on an existing config file with the given environment; resolves once `/healthz` answers. */
@@ -103,8 +106,10 @@ export async function spawnPortcullis(t: Test, opts: SpawnOptions): Promise<Port
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     await exited
   })
-  const url = `http://127.0.0.1:${port}`
-  const up = await eventually(async () => (await request(`${url}/healthz`).catch(() => null))?.status === 200, { timeoutMs: 20_000, everyMs: 100 })
+  const url = `${opts.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`
+  const agent = opts.tls === undefined ? undefined : new HttpsAgent({ ca: opts.tls.ca })
+  const up = await eventually(async () => (await request(`${url}/healthz`, { agent }).catch(() => null))?.status === 200, { timeoutMs: 20_000, everyMs: 100 })
+  agent?.destroy()
   if (!up) throw new Error(`Portcullis did not start: ${stderr}`)
   const pid = child.pid as number
   return {

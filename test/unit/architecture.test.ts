@@ -80,7 +80,13 @@ const RULES: Rule[] = [
   {
     name: 'main.ts',
     layer: isFile('main.ts'),
-    allow: (to) => basics(to) || srcIs(to, 'app.ts', 'runtime.ts') || srcIn(to, 'config', 'demo') || to === 'pkg:pino',
+    allow: (to) => basics(to) || srcIs(to, 'app.ts', 'runtime.ts', 'cluster.ts') || srcIn(to, 'config', 'demo') || to === 'pkg:pino',
+  },
+  {
+    // The CLI's process tree (server.workers): node:cluster and a logger, nothing of the proxy.
+    name: 'cluster.ts',
+    layer: isFile('cluster.ts'),
+    allow: (to, typeOnly) => basics(to) || (typeOnly && to === 'pkg:pino'),
   },
   {
     name: 'demo/',
