@@ -28,6 +28,9 @@ import { registerOps } from './http/ops.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError } from './http/errors.ts'
 import { logRequest, loggerOptions } from './http/logging.ts'
+import { countedDecide } from './http/observe.ts'
+import { listenMetrics, type MetricsListener } from './http/metrics-listener.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
 
 export { loggerOptions, safeError } from './http/logging.ts'
 
@@ -51,6 +54,11 @@ export interface AppOptions {
   readonly fastLane?: boolean
   /** How often open WebSockets' sessions are checked, in ms (default 15 s; at most 30 s). */
   readonly tunnelCheckMs?: number
+  /**
+   * The process's instruments (`createMetrics`), made once and kept across reloads; the runtime
+   * should be built with `metrics.runtimeDeps()`. Default: new ones for this app.
+   */
+  readonly metrics?: Metrics
 }
 
 export interface App {
@@ -67,24 +75,36 @@ export interface App {
   drain(timeoutMs: number): Promise<{ readonly cut: number }>
   /** Write out access lines still gathered for a batch (the process is exiting). */
   flushLogs(): void
+  readonly metrics: Metrics
+  /**
+   * Serve GET /metrics on `metrics.listen` (a listener of its own, closed with the app); resolves to
+   * its URL as bound (port 0 picks one), or null when `metrics.listen` is "".
+   */
+  listenMetrics(): Promise<string | null>
 }
 
 const REJECTED_TARGET = '/__portcullis/rejected'
 
 export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
-  const holder: RuntimeHolder = { current: runtime }
+  const metrics = opts.metrics ?? createMetrics({ defaultMetrics: runtime.config.metrics.listen !== '' })
+  const holder: RuntimeHolder = { current: runtime, metrics }
   // The relay check's path (the auth prefix cannot change on reload).
   const verifyPath = `${runtime.prefix}/verify`
   const given = opts.logger ?? loggerOptions(runtime.config.logging.level)
   const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
   const timeoutMs = opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout
-  const pools = new UpstreamPools(timeoutMs)
+  const pools = new UpstreamPools(timeoutMs, (route, seconds) => metrics.upstream(route.id, seconds))
   const ownPaths = new OwnPaths()
-  const decide = opts.decide ?? pipelineDecide
+  const decide = countedDecide(opts.decide ?? pipelineDecide, metrics)
   const lane = createFastLane({ holder, pools, logger, ownPaths, decide })
   const fastifyLane = createFastifyLane({ holder, pools, decide })
   const tunnels = createTunnels({ holder, logger, decide, ownPaths, timeoutMs, checkEveryMs: Math.min(opts.tunnelCheckMs ?? 15_000, 30_000) })
   let connections: ConnectionTracker | null = null
+  let metricsListener: MetricsListener | null = null
+  metrics.watch(
+    () => holder.current,
+    () => connections?.inFlight ?? 0,
+  )
   const app: FastifyInstance = Fastify({
     // Proxied requests and the forward-auth check are answered before Fastify (`http/fast-lane.ts`),
     // WebSocket upgrades at the socket level (`http/tunnel.ts`); the server is otherwise the one
@@ -130,6 +150,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
       const body = JSON.stringify({ error: 'REQUEST_REJECTED', message: 'The request could not be parsed.', requestId: id })
       logger.info({ reqId: id, parserError: err.code ?? err.name, status }, 'request refused by the HTTP parser')
+      metrics.request('rejected', status, 0)
       socket.end(
         `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
           `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
@@ -159,7 +180,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   })
   app.addHook('onClose', async () => {
     tunnels.close()
-    await pools.close()
+    await Promise.all([pools.close(), metricsListener?.close()])
   })
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
@@ -168,6 +189,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     // With `logging.requests: false` (an ingress in front already logs every request), only failures
     // are written: the access line is a tenth of a proxied request's CPU (npm run bench). Read from
     // the request's runtime, as the fast lane does, so a reload changes both alike.
+    metrics.request(request.portcullis?.label ?? request.routeOptions.config.label ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000)
     const everyRequest = (request.portcullis?.runtime ?? holder.current).config.logging.requests
     if (everyRequest || reply.statusCode >= 500) logRequest(request, reply, request.portcullis?.error, request.portcullis?.logFields)
   })
@@ -230,5 +252,12 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       return { cut }
     },
     flushLogs: () => lane.flushLogs(),
+    metrics,
+    async listenMetrics() {
+      const listen = holder.current.config.metrics.listen
+      if (listen === '') return null
+      metricsListener ??= await listenMetrics(metrics.registry, listen)
+      return metricsListener.url
+    },
   }
 }

@@ -9,6 +9,7 @@ import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
 import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
 
 /**
  * The CLI:
@@ -158,12 +159,16 @@ function listenAddress(listen: string): { host: string; port: number } {
 /** Start Portcullis for a validated config; resolves when it listens. Shared by `run` and `demo`. */
 async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
   for (const w of warnings) log.warn(w)
-  const runtime = createRuntime(config, runtimeDeps(log))
-  const app = buildApp(runtime, { logger: log })
+  // The process's instruments: made once, kept by every runtime a reload swaps in.
+  const metrics = createMetrics({ version: version() })
+  const runtime = createRuntime(config, runtimeDeps(log, metrics))
+  const app = buildApp(runtime, { logger: log, metrics })
   // Before the logger's own exit flush (registered first): access lines gathered for a batch.
   process.prependListener('exit', () => app.flushLogs())
   const { host, port } = listenAddress(config.server.listen)
   await app.fastify.listen({ host, port })
+  const metricsUrl = await app.listenMetrics()
+  if (metricsUrl !== null) log.info({ url: `${metricsUrl}/metrics` }, 'metrics listening')
   return { app, runtime }
 }
 
@@ -186,10 +191,10 @@ function createLogger(level: string): Logger {
   return pino(loggerOptions(level), dest)
 }
 
-function runtimeDeps(log: Logger): RuntimeDeps {
+function runtimeDeps(log: Logger, metrics: Metrics): RuntimeDeps {
   // Redis reports every failed reconnect (every 2 s at most): log the change of state, not each try.
   let redisDown = false
-  return {
+  const deps: RuntimeDeps = {
     redisEvents: {
       onReady: () => {
         log.info({ recovered: redisDown }, 'redis connected')
@@ -205,8 +210,14 @@ function runtimeDeps(log: Logger): RuntimeDeps {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
       onError: (err, retryInMs) =>
         log.error({ err, retryInMs, ...(err.diagnosis === undefined ? {} : { problem: formatDiagnosis(err.diagnosis) }) }, 'provider not reachable; retrying'),
+      // After startup: once per change (portcullis_provider_up shows it too); /readyz stays 200.
+      onStateChange: (up, endpoint) => {
+        if (up) log.info({ endpoint }, 'provider reachable again')
+        else log.error({ endpoint }, 'provider not reachable: existing sessions are still served; logins and token refreshes fail until it answers')
+      },
     },
   }
+  return metrics.runtimeDeps(deps)
 }
 
 /** Settings the Fastify instance was built with: a reload cannot change them. */
@@ -227,13 +238,14 @@ async function reload(file: string, env: Record<string, string | undefined>, log
     return null
   }
   const changed = restartOnlyChanges(current.runtime.config, next.config)
+  if (current.runtime.config.metrics.listen !== next.config.metrics.listen) changed.push('metrics.listen')
   if (changed.length > 0) {
     log.error({ changed }, 'reload refused: these settings need a restart; keeping the running config')
     return null
   }
   let runtime: Runtime
   try {
-    runtime = createRuntime(next.config, { ...runtimeDeps(log), previous: current.runtime })
+    runtime = createRuntime(next.config, { ...runtimeDeps(log, current.app.metrics), previous: current.runtime })
   } catch (err) {
     log.error({ err }, 'reload refused')
     return null
@@ -316,6 +328,7 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
     (timeoutMs) => drain(log, current.app, () => current.runtime, timeoutMs),
     () => {
       void reload(file, env, log, current).then((runtime) => {
+        current.app.metrics.configReload(runtime === null ? 'refused' : 'ok')
         if (runtime === null) return
         const old = current.runtime
         current = { app: current.app, runtime }

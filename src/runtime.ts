@@ -8,7 +8,7 @@ import { connectProvider, type OidcClient } from './oidc/client.ts'
 import { createJtiReplayCache } from './oidc/logout.ts'
 import { createMemoryStore } from './session/memory-store.ts'
 import { createMemoryRevocations, type RevocationList } from './session/revocations.ts'
-import { Refresher } from './session/refresher.ts'
+import { Refresher, type RefreshOutcome } from './session/refresher.ts'
 import { validateRedirect } from './policy/redirects.ts'
 import { createProviderConnection, type ConnectionEvents, type ProviderConnection, type RetryPolicy } from './oidc/connection.ts'
 import { createKeyRing, type KeyRing } from './session/keyring.ts'
@@ -88,6 +88,8 @@ export interface RuntimeDeps {
   readonly retry?: RetryPolicy
   readonly providerEvents?: ConnectionEvents
   readonly redisEvents?: RedisEvents
+  /** Told how each token refresh went (metrics: `createMetrics().runtimeDeps`). */
+  readonly onRefresh?: (outcome: RefreshOutcome) => void
   /**
    * The runtime being replaced (reload): its revocations, and its memory store when the new config
    * keeps `store: memory`, carry over, so a reload neither signs anyone out nor revives a revoked session.
@@ -156,7 +158,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
       const tokens = await refreshTokens(provider.get(), session.refreshToken, session.sub, clock.now())
       return refreshedSession(session, tokens, keepClaims)
     },
-    { clock },
+    { clock, ...(deps.onRefresh === undefined ? {} : { onOutcome: deps.onRefresh }) },
   )
   const previous = deps.previous
   const keepMemory =

@@ -1,7 +1,9 @@
 import { PortcullisError } from '../errors.ts'
 import { systemClock, type Clock } from '../clock.ts'
-import { connectProvider, type OidcClient, type ProviderConfig } from './client.ts'
+import { connectProvider, type OidcClient, type ProviderConfig, type ProviderEndpoint, type RequestObserver } from './client.ts'
 import { mapOidcError } from './errors.ts'
+
+export type { ProviderEndpoint, ProviderRequestResult } from './client.ts'
 
 /**
  * Keeps trying to connect to the provider (discovery + JWKS) with exponential backoff, so Portcullis
@@ -12,6 +14,13 @@ export interface ProviderConnection {
   /** The connected client, or throws PortcullisError NOT_READY / the last connection error. */
   get(): OidcClient
   readonly ready: boolean
+  /**
+   * Connected, and its last request got an answer: false before the connection, and from a request
+   * that found the provider unreachable (no answer, a timeout, a 5xx) until one that did not. Unlike
+   * `ready` (the connection is made, once), this follows an outage after startup. While connected and
+   * idle the provider is asked for its JWKS every `RetryPolicy.probeMs` to keep this current.
+   */
+  readonly up: boolean
   /** The last connection failure (public message only), for `/readyz` and logs. */
   readonly lastError: PortcullisError | null
   /** Resolves once connected (or rejects after stop()). For tests and `portcullis check`. */
@@ -22,11 +31,20 @@ export interface ProviderConnection {
 export interface RetryPolicy {
   readonly initialMs: number
   readonly maxMs: number
+  /** While connected, ask the provider (its JWKS) when nothing else did for this long (default 30 s; 0 = never). */
+  readonly probeMs?: number
 }
 
 export interface ConnectionEvents {
   onConnected?(client: OidcClient): void
   onError?(err: PortcullisError, retryInMs: number): void
+  /** Every HTTP request to the provider, when it ended (connection attempts included). */
+  onRequest?: RequestObserver
+  /**
+   * After the connection: the provider stopped answering (`up` false), or answers again; `endpoint`
+   * is the request that showed it. Called once per change.
+   */
+  onStateChange?(up: boolean, endpoint: ProviderEndpoint): void
 }
 
 export function createProviderConnection(
@@ -42,15 +60,39 @@ export function createProviderConnection(
   let timer: NodeJS.Timeout | null = null
   let delay = retry.initialMs
   const waiters: Array<{ resolve(c: OidcClient): void; reject(e: unknown): void }> = []
+  let up = false
+  let lastAnswerAt = performance.now()
+  let probe: NodeJS.Timeout | null = null
+  const observe: RequestObserver = (endpoint, seconds, result) => {
+    lastAnswerAt = performance.now()
+    events.onRequest?.(endpoint, seconds, result)
+    if (current === null || stopped) return
+    const reachable = result !== 'unavailable'
+    if (reachable === up) return
+    up = reachable
+    events.onStateChange?.(up, endpoint)
+  }
+  const probeMs = retry.probeMs ?? 30_000
+  const startProbe = (): void => {
+    if (probeMs <= 0) return
+    probe = setInterval(() => {
+      if (current === null || performance.now() - lastAnswerAt < probeMs) return
+      // Its outcome reaches `observe` through the JWKS's own report; the cached keys stay on failure.
+      current.jwks.reload().catch(() => {})
+    }, probeMs)
+    probe.unref()
+  }
 
   const attempt = async (): Promise<void> => {
     timer = null
     if (stopped) return
     try {
-      const connected = await connectProvider(cfg, redirectUri, clock)
+      const connected = await connectProvider(cfg, redirectUri, clock, observe)
       if (stopped) return
       current = connected
+      up = true
       lastError = null
+      startProbe()
       events.onConnected?.(connected)
       for (const w of waiters.splice(0)) w.resolve(connected)
     } catch (err) {
@@ -75,6 +117,9 @@ export function createProviderConnection(
     get ready() {
       return current !== null
     },
+    get up() {
+      return up
+    },
     get lastError() {
       return lastError
     },
@@ -86,6 +131,7 @@ export function createProviderConnection(
     stop() {
       stopped = true
       if (timer !== null) clearTimeout(timer)
+      if (probe !== null) clearInterval(probe)
       for (const w of waiters.splice(0)) w.reject(new Error('stopped'))
     },
   }

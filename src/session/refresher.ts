@@ -17,6 +17,12 @@ import type { Session } from './model.ts'
  */
 export type RefreshFn = (session: Session) => Promise<Session>
 
+/**
+ * How one call of `refresh` went: a grant of its own that was `ok`, `ended` (SESSION_ENDED) or
+ * `failed`; or none: `joined` one in flight, `shared` a recent result (or a remembered failure).
+ */
+export type RefreshOutcome = 'ok' | 'ended' | 'failed' | 'joined' | 'shared'
+
 export interface RefresherOptions {
   readonly clock: Clock
   /** How long a refresh result is handed to requests carrying the old refresh token. */
@@ -24,6 +30,8 @@ export interface RefresherOptions {
   /** How long an IdP outage is remembered before the next attempt. */
   readonly failureTtlMs?: number
   readonly max?: number
+  /** Told how each call went (metrics). */
+  readonly onOutcome?: (outcome: RefreshOutcome) => void
 }
 
 export class Refresher {
@@ -32,9 +40,11 @@ export class Refresher {
   readonly #results: LRUCache<string, Session>
   readonly #failures: LRUCache<string, PortcullisError>
   readonly #resultTtl: number
+  readonly #told: (outcome: RefreshOutcome) => void
 
   constructor(refresh: RefreshFn, opts: RefresherOptions) {
     this.#refresh = refresh
+    this.#told = opts.onOutcome ?? (() => {})
     this.#resultTtl = opts.resultTtlMs ?? 60_000
     // Both TTLs run on the injected clock (lru-cache's `perf`), like every other lifetime; no
     // `ttlResolution` caching of "now", so a moved clock is seen at once.
@@ -47,18 +57,27 @@ export class Refresher {
   refresh(session: Session): Promise<Session> {
     const key = keyOf(session)
     const done = this.#results.get(key)
-    if (done !== undefined) return Promise.resolve(done)
+    if (done !== undefined) {
+      this.#told('shared')
+      return Promise.resolve(done)
+    }
     const failed = this.#failures.get(key)
-    if (failed !== undefined) return Promise.reject(failed)
+    if (failed !== undefined) {
+      this.#told('shared')
+      return Promise.reject(failed)
+    }
     let pending = this.#inflight.get(key)
-    if (pending === undefined) {
+    if (pending !== undefined) this.#told('joined')
+    else {
       pending = this.#refresh(session)
         .then(
           (next) => {
             this.#results.set(key, next)
+            this.#told('ok')
             return next
           },
           (err: unknown) => {
+            this.#told(err instanceof PortcullisError && err.code === 'SESSION_ENDED' ? 'ended' : 'failed')
             // Outages are remembered briefly; a definitive end (invalid_grant) is handed to everyone
             // carrying this refresh token for as long as a result would be.
             if (err instanceof PortcullisError && err.code !== 'SESSION_ENDED') this.#failures.set(key, err)

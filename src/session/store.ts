@@ -42,4 +42,6 @@ export interface SessionStore {
   update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null>
   /** Forget the session behind this cookie value (no-op for the cookie store). */
   clear(cookieValue: string): Promise<void>
+  /** How many sessions a server-side store holds now (metrics); absent where it cannot tell (cookie). */
+  size?(): Promise<number | null>
 }

@@ -12,6 +12,7 @@ import type { Logger } from 'pino'
 import { buildApp, type App, type AppOptions } from '../../src/app.ts'
 import { createRuntime, type Runtime, type RuntimeDeps } from '../../src/runtime.ts'
 import { loggerOptions } from '../../src/http/logging.ts'
+import { createMetrics } from '../../src/metrics.ts'
 import type { Config } from '../../src/config/types.ts'
 import { startTestProvider, type ProviderOptions, type RunningProvider } from './provider.ts'
 import { startTestUpstream, type EchoUpstream } from './upstream.ts'
@@ -28,6 +29,8 @@ export interface RunningPortcullis {
   logText: string[]
   /** Parsed log lines. */
   logs: Array<Record<string, unknown>>
+  /** The metrics listener's URL (`metrics.listen`, e.g. 127.0.0.1:0), or null when it is off. */
+  metricsUrl: string | null
 }
 
 
@@ -57,11 +60,13 @@ export async function startPortcullis(
   config: Config,
   deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> } = {},
 ): Promise<RunningPortcullis> {
-  const runtime = createRuntime(config, { retry: { initialMs: 50, maxMs: 400 }, ...deps })
+  // The app's instruments, which the runtime reports to (as main.ts wires them).
+  const metrics = deps.app?.metrics ?? createMetrics({ defaultMetrics: config.metrics.listen !== '' })
+  const runtime = createRuntime(config, metrics.runtimeDeps({ retry: { initialMs: 50, maxMs: 400 }, ...deps }))
   t.teardown(() => runtime.close())
   const port = deps.port ?? Number(new URL(config.server.publicUrl).port)
   await releaseHeldPort(port)
-  return startApp(t, runtime, { ...deps.app, upstreamTimeoutMs: deps.upstreamTimeoutMs }, port)
+  return startApp(t, runtime, { ...deps.app, metrics, upstreamTimeoutMs: deps.upstreamTimeoutMs }, port)
 }
 
 /**
@@ -75,7 +80,8 @@ export async function startApp(t: Test, runtime: Runtime, opts: Omit<AppOptions,
   await app.fastify.listen({ host: '127.0.0.1', port })
   t.teardown(() => app.fastify.close())
   const address = app.fastify.server.address() as AddressInfo
-  return { url: `http://127.0.0.1:${address.port}`, app, runtime, logText, logs }
+  const metricsUrl = await app.listenMetrics()
+  return { url: `http://127.0.0.1:${address.port}`, app, runtime, logText, logs, metricsUrl }
 }
 
 export interface Stack {

@@ -19,19 +19,24 @@ export function registerBackchannel(app: FastifyInstance, holder: RuntimeHolder)
       const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
       const tokens = form.getAll('logout_token')
       if (tokens.length !== 1 || tokens[0] === '') {
+        holder.metrics.backchannelLogout('invalid')
         return reply.code(400).send({ error: 'invalid_request', error_description: 'exactly one logout_token form field is required' })
       }
+      let replay = false
       try {
-        const logout = await verifyLogoutToken(rt.provider.get(), tokens[0] as string, rt.clock.now(), (jti, until) => rt.seenLogoutJti(jti, until))
+        const logout = await verifyLogoutToken(rt.provider.get(), tokens[0] as string, rt.clock.now(), (jti, until) => (replay = rt.seenLogoutJti(jti, until)))
         if (logout.sid !== undefined) await rt.revocations.revokeSid(logout.sid)
         else await rt.revocations.revokeSubBefore(logout.sub as string, logout.issuedAt)
         request.log.info({ sid: logout.sid !== undefined, sub: logout.sub }, 'back-channel logout: sessions revoked')
+        holder.metrics.backchannelLogout('accepted')
         return reply.code(200).send()
       } catch (err) {
         if (err instanceof PortcullisError && err.code === 'TOKEN_INVALID') {
+          holder.metrics.backchannelLogout(replay ? 'replay' : 'invalid')
           request.log.info({ err }, 'back-channel logout refused')
           return reply.code(400).send({ error: 'invalid_request', error_description: err.publicMessage })
         }
+        holder.metrics.backchannelLogout('error')
         throw err
       }
     })
