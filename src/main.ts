@@ -191,7 +191,8 @@ function createLogger(level: string): Logger {
   return pino(loggerOptions(level), dest)
 }
 
-function runtimeDeps(log: Logger, metrics: Metrics): RuntimeDeps {
+/** What a runtime of this process reports: state changes logged (once per change), counters to `metrics`. Exported for tests. */
+export function runtimeDeps(log: Logger, metrics: Metrics): RuntimeDeps {
   // Redis reports every failed reconnect (every 2 s at most): log the change of state, not each try.
   let redisDown = false
   const deps: RuntimeDeps = {
