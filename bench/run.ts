@@ -312,6 +312,9 @@ async function startPortcullis(opts: {
       { match: { pathPrefix: '/api/' }, upstream: opts.upstream, bearer: true },
     ],
     logging: { level: opts.logLevel, requests: opts.accessLog },
+    // Metrics on, as in production (every request is counted either way; this adds the listener and
+    // prom-client's process and Node.js collectors).
+    metrics: { listen: '127.0.0.1:0' },
   }
   // JSON is YAML: the loader reads it as is.
   const file = join(opts.dir, `${opts.name}.yaml`)

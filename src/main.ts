@@ -160,7 +160,7 @@ function listenAddress(listen: string): { host: string; port: number } {
 async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
   for (const w of warnings) log.warn(w)
   // The process's instruments: made once, kept by every runtime a reload swaps in.
-  const metrics = createMetrics({ version: version() })
+  const metrics = createMetrics({ version: version(), defaultMetrics: config.metrics.listen !== '' })
   const runtime = createRuntime(config, runtimeDeps(log, metrics))
   const app = buildApp(runtime, { logger: log, metrics })
   // Before the logger's own exit flush (registered first): access lines gathered for a batch.
