@@ -133,13 +133,17 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   })
   new Gauge({
     name: 'portcullis_redis_up',
-    help: 'The Redis connection (session.redis) is ready: 1 or 0; absent without session.redis',
+    help: 'The Redis connection (session.redis) is ready: 1 or 0, by mode (standalone, sentinel, cluster); absent without session.redis',
+    labelNames: ['mode'],
     registers,
     aggregator: 'min',
     collect() {
       this.reset()
-      const redis = current?.().redis ?? null
-      if (redis !== null) this.set(redis.ready ? 1 : 0)
+      const rt = current?.()
+      if (rt === undefined || rt.redis === null) return
+      const settings = rt.config.session.redis
+      const mode = settings.cluster.nodes.length > 0 ? 'cluster' : settings.sentinel.nodes.length > 0 ? 'sentinel' : 'standalone'
+      this.set({ mode }, rt.redis.ready ? 1 : 0)
     },
   })
   new Gauge({
