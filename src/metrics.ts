@@ -67,8 +67,11 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   const registers = [registry]
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry })
 
-  const requests = new Counter({ name: 'portcullis_requests_total', help: 'Requests answered, by route label and status code', labelNames: ['route', 'code'], registers })
-  const duration = new Histogram({
+  // The request path's instruments count in plain slots (`fastCounter`, `FastHistogram`): prom-client's
+  // own label children hash and validate their labels on every call (about 0.2 µs for a counter,
+  // 0.35 µs for a histogram, several per request); these are read at scrape time.
+  const requests = fastCounter({ name: 'portcullis_requests_total', help: 'Requests answered, by route label and status code', labelNames: ['route', 'code'], registers })
+  const duration = new FastHistogram({
     name: 'portcullis_request_duration_seconds',
     help: 'Time from the request to the end of its answer, by route label',
     labelNames: ['route'],
@@ -84,13 +87,13 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       this.set(inFlight())
     },
   })
-  const decisions = new Counter({
+  const decisions = fastCounter({
     name: 'portcullis_auth_decisions_total',
     help: 'Decisions of the request pipeline, by result and mode (proxy, check = {prefix}/auth, verify = {prefix}/verify)',
     labelNames: ['result', 'mode'],
     registers,
   })
-  const upstream = new Histogram({
+  const upstream = new FastHistogram({
     name: 'portcullis_upstream_response_seconds',
     help: "Time from sending a request upstream to the upstream's response headers, by route",
     labelNames: ['route'],
@@ -168,9 +171,9 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   buildInfo.set({ version: opts.version ?? packageVersion() }, 1)
 
   // Label children, made once per label values and kept: the request path does two Map lookups.
-  const requestChildren = new Map<string, { duration: HistogramChild; codes: Map<number, CounterChild> }>()
-  const decisionChildren = new Map<string, CounterChild>()
-  const upstreamChildren = new Map<string, HistogramChild>()
+  const requestChildren = new Map<string, { duration: HistogramSlot; codes: Map<number, CounterSlot> }>()
+  const decisionChildren = new Map<string, CounterSlot>()
+  const upstreamChildren = new Map<string, HistogramSlot>()
   const providerChildren = new Map<string, { duration: HistogramChild; results: Map<string, CounterChild> }>()
   const refreshChildren = new Map<string, CounterChild>()
   const child = <T>(cache: Map<string, T>, key: string, make: () => T): T => {
@@ -194,33 +197,33 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     request(route, code, seconds) {
       let r = requestChildren.get(route)
       if (r === undefined) {
-        r = { duration: duration.labels(route), codes: new Map() }
+        r = { duration: duration.slot({ route }), codes: new Map() }
         requestChildren.set(route, r)
       }
       let c = r.codes.get(code)
       if (c === undefined) {
-        c = requests.labels(route, String(code))
+        c = requests.slot({ route, code: String(code) })
         r.codes.set(code, c)
       }
-      c.inc()
-      r.duration.observe(seconds)
+      c.n++
+      duration.record(r.duration, seconds)
     },
     decision(mode, result) {
       const key = `${mode} ${result}`
       let c = decisionChildren.get(key)
       if (c === undefined) {
-        c = decisions.labels(result, mode)
+        c = decisions.slot({ result, mode })
         decisionChildren.set(key, c)
       }
-      c.inc()
+      c.n++
     },
     upstream(route, seconds) {
       let h = upstreamChildren.get(route)
       if (h === undefined) {
-        h = upstream.labels(route)
+        h = upstream.slot({ route })
         upstreamChildren.set(route, h)
       }
-      h.observe(seconds)
+      upstream.record(h, seconds)
     },
     loginStarted: () => logins.labels('started').inc(),
     loginCompleted: () => logins.labels('completed').inc(),
@@ -249,6 +252,104 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
         },
       }
     },
+  }
+}
+
+/** One label set's count, added to its prom-client counter at the next scrape. */
+interface CounterSlot {
+  n: number
+}
+
+/**
+ * A prom-client counter fed from slots: the request path adds to a slot's number, and the counter's
+ * `collect` (run by every scrape, before it reads the counter) moves what was added into it.
+ */
+function fastCounter(config: { name: string; help: string; labelNames: string[]; registers: Registry[] }): { slot(labels: Record<string, string>): CounterSlot } {
+  const slots: Array<{ readonly labels: Record<string, string>; readonly slot: CounterSlot }> = []
+  const counter = new Counter({
+    ...config,
+    collect() {
+      for (const s of slots) {
+        if (s.slot.n === 0) continue
+        this.inc(s.labels, s.slot.n)
+        s.slot.n = 0
+      }
+    },
+  })
+  return {
+    slot(labels) {
+      const slot = { n: 0 }
+      slots.push({ labels, slot })
+      counter.inc(labels, 0) // the series shows from its first use
+      return slot
+    },
+  }
+}
+
+/** One label set's buckets (`counts[i]`: observations in bucket i, the last one past every bound). */
+interface HistogramSlot {
+  readonly labels: Record<string, string>
+  readonly counts: Float64Array
+  sum: number
+  count: number
+}
+
+type HistogramGet = Awaited<ReturnType<Histogram<string>['get']>>
+
+/**
+ * A prom-client histogram whose observations are array increments in slots; it reports them itself
+ * when read (`get`, and the text format's `getForPromString`), in the shape prom-client's own
+ * histogram reports (`_bucket` per bound with `le`, `+Inf`, `_sum`, `_count`), so the registry, its
+ * text format and the cluster aggregator treat it as any histogram.
+ */
+class FastHistogram extends Histogram<string> {
+  readonly #name: string
+  readonly #help: string
+  readonly #bounds: readonly number[]
+  readonly #slots: HistogramSlot[] = []
+
+  constructor(config: { name: string; help: string; labelNames: string[]; buckets: readonly number[]; registers: Registry[] }) {
+    super({ ...config, buckets: [...config.buckets] })
+    this.#name = config.name
+    this.#help = config.help
+    this.#bounds = [...config.buckets].sort((a, b) => a - b)
+  }
+
+  slot(labels: Record<string, string>): HistogramSlot {
+    const slot = { labels, counts: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 }
+    this.#slots.push(slot)
+    return slot
+  }
+
+  /** One observation, on the request path: a bucket found and three numbers moved. */
+  record(slot: HistogramSlot, value: number): void {
+    const bounds = this.#bounds
+    let i = 0
+    while (i < bounds.length && value > (bounds[i] as number)) i++
+    slot.counts[i] = (slot.counts[i] as number) + 1
+    slot.sum += value
+    slot.count++
+  }
+
+  override async get(): Promise<HistogramGet> {
+    const name = this.#name
+    const values: HistogramGet['values'] = []
+    for (const s of this.#slots) {
+      let acc = 0
+      for (let i = 0; i < this.#bounds.length; i++) {
+        acc += s.counts[i] as number
+        values.push({ labels: { le: this.#bounds[i] as number, ...s.labels }, value: acc, metricName: `${name}_bucket` })
+      }
+      values.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${name}_bucket` })
+      values.push({ labels: s.labels, value: s.sum, metricName: `${name}_sum` })
+      values.push({ labels: s.labels, value: s.count, metricName: `${name}_count` })
+    }
+    // The object prom-client's own histogram returns (its `collect` is unused: nothing to collect).
+    return { name, help: this.#help, type: 'histogram', values, aggregator: 'sum' } as unknown as HistogramGet
+  }
+
+  getForPromString(): Promise<HistogramGet> {
+    return this.get()
   }
 }
 
