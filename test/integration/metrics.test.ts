@@ -6,7 +6,8 @@
  * @see src/metrics.ts, src/http/metrics-listener.ts, src/http/observe.ts
  */
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
 import { pino } from 'pino'
@@ -19,6 +20,7 @@ import { DEMO_USERS, PROVIDER_ROUTES, startTestProvider } from '../helpers/provi
 import { startTestUpstream } from '../helpers/upstream.ts'
 import { waitUntil } from '../helpers/wait.ts'
 import { startBadProvider } from '../helpers/bad-provider.ts'
+import { publicOnlyConfig, startPortcullisProcess } from '../helpers/process.ts'
 import { BACKCHANNEL_LOGOUT_EVENT } from '../../src/oidc/logout.ts'
 import { createRuntime } from '../../src/runtime.ts'
 import { createMetrics } from '../../src/metrics.ts'
@@ -321,4 +323,38 @@ t.test('a logout token posted twice: accepted, then counted as a replay', async 
   t.equal(m.get('portcullis_backchannel_logouts_total', { outcome: 'accepted' }), 1)
   t.equal(m.get('portcullis_backchannel_logouts_total', { outcome: 'replay' }), 1)
   t.equal(m.get('portcullis_backchannel_logouts_total', { outcome: 'invalid' }), 0, 'a replay is not counted as invalid too')
+})
+
+t.test('the process: metrics on their own port from the config, reloads counted, counters kept across SIGHUP', async (t) => {
+  const upstream = await startTestUpstream(t)
+  let yaml = ''
+  const proc = await startPortcullisProcess(t, (port) => {
+    yaml = `${publicOnlyConfig(port, upstream.url)}metrics:\n  listen: 127.0.0.1:0\n`
+    return yaml
+  })
+  await waitUntil(() => proc.logs.some((l) => l.msg === 'metrics listening'), 'the metrics listener', 10_000)
+  const metricsUrl = String(proc.logs.find((l) => l.msg === 'metrics listening')?.url).replace(/\/metrics$/, '')
+  t.not(new URL(metricsUrl).port, String(proc.port), 'its own port')
+  t.equal((await request(`${proc.url}/page`)).status, 200, 'a public route')
+  const file = join(t.testdirName, 'portcullis.yaml')
+
+  const reloaded = (n: number) => proc.logs.filter((l) => l.msg === 'configuration reloaded').length === n
+  proc.child.kill('SIGHUP')
+  await waitUntil(() => reloaded(1), 'the reload', 10_000)
+  writeFileSync(file, yaml.replace('  listen: 127.0.0.1:0\n', '  listen: 127.0.0.1:1\n'))
+  proc.child.kill('SIGHUP')
+  await waitUntil(() => proc.logs.some((l) => l.msg === 'reload refused: these settings need a restart; keeping the running config'), 'the refusal', 10_000)
+  writeFileSync(file, 'routes: [')
+  proc.child.kill('SIGHUP')
+  await waitUntil(() => proc.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('reload refused: the config file has problems')), 'the second refusal', 10_000)
+  t.equal((await request(`${proc.url}/page`)).status, 200, 'still served')
+
+  const m = await scrape(t, metricsUrl)
+  t.equal(m.get('portcullis_config_reloads_total', { result: 'ok' }), 1, 'one reload')
+  t.equal(m.get('portcullis_config_reloads_total', { result: 'refused' }), 2, 'two refused (metrics.listen needs a restart; a broken file)')
+  t.equal(m.get('portcullis_requests_total', { route: ROUTE, code: '200' }), 2, 'the requests before and after the reload, in one counter')
+  t.equal(m.get('portcullis_auth_decisions_total', { result: 'public', mode: 'proxy' }), 2, 'public routes: result public')
+  t.equal(m.get('portcullis_provider_up'), 0, 'the provider of this config was never reached')
+  t.equal(m.get('portcullis_build_info', { version: VERSION }), 1)
+  t.ok(m.has('process_resident_memory_bytes'), 'the process metrics')
 })
