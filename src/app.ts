@@ -30,7 +30,7 @@ import { sendError } from './http/errors.ts'
 import { logRequest, loggerOptions } from './http/logging.ts'
 import { countedDecide } from './http/observe.ts'
 import { listenMetrics, type MetricsListener } from './http/metrics-listener.ts'
-import { createMetrics, type Metrics } from './metrics.ts'
+import type { Metrics } from './metrics.ts'
 
 export { loggerOptions, safeError } from './http/logging.ts'
 
@@ -55,10 +55,11 @@ export interface AppOptions {
   /** How often open WebSockets' sessions are checked, in ms (default 15 s; at most 30 s). */
   readonly tunnelCheckMs?: number
   /**
-   * The process's instruments (`createMetrics`), made once and kept across reloads; the runtime
-   * should be built with `metrics.runtimeDeps()`. Default: new ones for this app.
+   * The process's instruments (`createMetrics` in `metrics.ts`), made once and kept across reloads;
+   * the runtime is built with `metrics.runtimeDeps()`. Given, not made here: only a process that
+   * serves loads prom-client (the CLI's check, explain and healthcheck do not).
    */
-  readonly metrics?: Metrics
+  readonly metrics: Metrics
 }
 
 export interface App {
@@ -85,8 +86,8 @@ export interface App {
 
 const REJECTED_TARGET = '/__portcullis/rejected'
 
-export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
-  const metrics = opts.metrics ?? createMetrics({ defaultMetrics: runtime.config.metrics.listen !== '' })
+export function buildApp(runtime: Runtime, opts: AppOptions): App {
+  const metrics = opts.metrics
   const holder: RuntimeHolder = { current: runtime, metrics }
   // The relay check's path (the auth prefix cannot change on reload).
   const verifyPath = `${runtime.prefix}/verify`

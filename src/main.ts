@@ -9,7 +9,7 @@ import { formatIssues, loadConfig } from './config/index.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
 import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
-import { createMetrics, type Metrics } from './metrics.ts'
+import type { Metrics } from './metrics.ts'
 
 /**
  * The CLI:
@@ -159,7 +159,9 @@ function listenAddress(listen: string): { host: string; port: number } {
 /** Start Portcullis for a validated config; resolves when it listens. Shared by `run` and `demo`. */
 async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
   for (const w of warnings) log.warn(w)
-  // The process's instruments: made once, kept by every runtime a reload swaps in.
+  // The process's instruments: made once, kept by every runtime a reload swaps in (loaded here, so
+  // that check, explain and healthcheck do not load prom-client).
+  const { createMetrics } = await import('./metrics.ts')
   const metrics = createMetrics({ version: version(), defaultMetrics: config.metrics.listen !== '' })
   const runtime = createRuntime(config, runtimeDeps(log, metrics))
   const app = buildApp(runtime, { logger: log, metrics })

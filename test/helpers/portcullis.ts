@@ -58,7 +58,7 @@ function captureLogs(level: string): { logger: Logger; logText: string[]; logs: 
 export async function startPortcullis(
   t: Test,
   config: Config,
-  deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> } = {},
+  deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number; app?: Partial<Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'>> } = {},
 ): Promise<RunningPortcullis> {
   // The app's instruments, which the runtime reports to (as main.ts wires them).
   const metrics = deps.app?.metrics ?? createMetrics({ defaultMetrics: config.metrics.listen !== '' })
@@ -74,9 +74,9 @@ export async function startPortcullis(
  * and sessions, its own listener and logs. Tests put the fast lane and the Fastify path side by side
  * this way (`{ fastLane: false }`), or give the app a decision function of their own.
  */
-export async function startApp(t: Test, runtime: Runtime, opts: Omit<AppOptions, 'logger'> = {}, port = 0): Promise<RunningPortcullis> {
+export async function startApp(t: Test, runtime: Runtime, opts: Partial<Omit<AppOptions, 'logger'>> = {}, port = 0): Promise<RunningPortcullis> {
   const { logger, logText, logs } = captureLogs(runtime.config.logging.level)
-  const app = buildApp(runtime, { logger, ...opts })
+  const app = buildApp(runtime, { logger, ...opts, metrics: opts.metrics ?? createMetrics({ defaultMetrics: runtime.config.metrics.listen !== '' }) })
   await app.fastify.listen({ host: '127.0.0.1', port })
   t.teardown(() => app.fastify.close())
   const address = app.fastify.server.address() as AddressInfo
@@ -97,7 +97,7 @@ export interface StackOptions {
   /** Per-section overrides of the test config. */
   overrides?: Record<string, unknown> | ((s: { issuer: string; upstream: string; publicUrl: string }) => Record<string, unknown>)
   provider?: Partial<ProviderOptions>
-  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> }
+  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number; app?: Partial<Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'>> }
   /** Wait for the provider connection before resolving (default true). */
   waitReady?: boolean
 }
