@@ -323,6 +323,9 @@ async function startPortcullis(opts: {
     // The login loop (g) and the memory measurement begin thousands of logins a minute from one
     // address: what the rate limits are there to stop. The bench measures Portcullis, not them.
     rateLimits: { enabled: false },
+    // Metrics on, as in production (every request is counted either way; this adds the listener and
+    // prom-client's process and Node.js collectors).
+    metrics: { listen: '127.0.0.1:0' },
   }
   // JSON is YAML: the loader reads it as is.
   const file = join(opts.dir, `${opts.name}.yaml`)

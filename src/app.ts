@@ -30,6 +30,9 @@ import { registerRateLimits, type RateLimitStats } from './http/rate-limit.ts'
 import { registerProxy } from './http/proxy.ts'
 import { sendError } from './http/errors.ts'
 import { logRequest, loggerOptions } from './http/logging.ts'
+import { countedDecide } from './http/observe.ts'
+import { listenMetrics, type MetricsListener } from './http/metrics-listener.ts'
+import type { Metrics } from './metrics.ts'
 
 export { loggerOptions, safeError } from './http/logging.ts'
 
@@ -53,6 +56,12 @@ export interface AppOptions {
   readonly fastLane?: boolean
   /** How often open WebSockets' sessions are checked, in ms (default 15 s; at most 30 s). */
   readonly tunnelCheckMs?: number
+  /**
+   * The process's instruments (`createMetrics` in `metrics.ts`), made once and kept across reloads;
+   * the runtime is built with `metrics.runtimeDeps()`. Given, not made here: only a process that
+   * serves loads prom-client (the CLI's check, explain and healthcheck do not).
+   */
+  readonly metrics: Metrics
 }
 
 export interface App {
@@ -71,24 +80,36 @@ export interface App {
   flushLogs(): void
   /** The rate limits' counters (429s by endpoint, requests counted locally while Redis was down). */
   readonly rateLimits: RateLimitStats
+  readonly metrics: Metrics
+  /**
+   * Serve GET /metrics on `metrics.listen` (a listener of its own, closed with the app); resolves to
+   * its URL as bound (port 0 picks one), or null when `metrics.listen` is "".
+   */
+  listenMetrics(): Promise<string | null>
 }
 
 const REJECTED_TARGET = '/__portcullis/rejected'
 
-export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
-  const holder: RuntimeHolder = { current: runtime }
+export function buildApp(runtime: Runtime, opts: AppOptions): App {
+  const metrics = opts.metrics
+  const holder: RuntimeHolder = { current: runtime, metrics }
   // The relay check's path (the auth prefix cannot change on reload).
   const verifyPath = `${runtime.prefix}/verify`
   const given = opts.logger ?? loggerOptions(runtime.config.logging.level)
   const logger: Logger = typeof (given as Logger).child === 'function' ? (given as Logger) : pino(given as LoggerOptions)
   const timeoutMs = opts.upstreamTimeoutMs ?? runtime.config.server.upstreamTimeout
-  const pools = new UpstreamPools(timeoutMs)
+  const pools = new UpstreamPools(timeoutMs, (route, seconds) => metrics.upstream(route.id, seconds))
   const ownPaths = new OwnPaths()
-  const decide = opts.decide ?? pipelineDecide
+  const decide = countedDecide(opts.decide ?? pipelineDecide, metrics)
   const lane = createFastLane({ holder, pools, logger, ownPaths, decide })
   const fastifyLane = createFastifyLane({ holder, pools, decide })
   const tunnels = createTunnels({ holder, logger, decide, ownPaths, timeoutMs, checkEveryMs: Math.min(opts.tunnelCheckMs ?? 15_000, 30_000) })
   let connections: ConnectionTracker | null = null
+  let metricsListener: MetricsListener | null = null
+  metrics.watch(
+    () => holder.current,
+    () => connections?.inFlight ?? 0,
+  )
   const app: FastifyInstance = Fastify({
     // Proxied requests and the forward-auth check are answered before Fastify (`http/fast-lane.ts`),
     // WebSocket upgrades at the socket level (`http/tunnel.ts`); the server is otherwise the one
@@ -140,6 +161,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
       const body = JSON.stringify({ error: 'REQUEST_REJECTED', message: 'The request could not be parsed.', requestId: id })
       logger.info({ reqId: id, parserError: err.code ?? err.name, status }, 'request refused by the HTTP parser')
+      metrics.request('rejected', status, 0)
       socket.end(
         `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
           `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
@@ -169,7 +191,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
   })
   app.addHook('onClose', async () => {
     tunnels.close()
-    await pools.close()
+    await Promise.all([pools.close(), metricsListener?.close()])
   })
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
@@ -179,6 +201,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     // With `logging.requests: false` (an ingress in front already logs every request), only failures
     // are written: the access line is a tenth of a proxied request's CPU (npm run bench). Read from
     // the request's runtime, as the fast lane does, so a reload changes both alike.
+    metrics.request(request.portcullis?.label ?? request.routeOptions.config.label ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000)
     const everyRequest = (request.portcullis?.runtime ?? holder.current).config.logging.requests
     if (everyRequest || reply.statusCode >= 500) logRequest(request, reply, request.portcullis?.error, request.portcullis?.logFields)
   })
@@ -247,5 +270,12 @@ export function buildApp(runtime: Runtime, opts: AppOptions = {}): App {
     },
     flushLogs: () => lane.flushLogs(),
     rateLimits: limits.stats,
+    metrics,
+    async listenMetrics() {
+      const listen = holder.current.config.metrics.listen
+      if (listen === '') return null
+      metricsListener ??= await listenMetrics(metrics.registry, listen)
+      return metricsListener.url
+    },
   }
 }

@@ -13,6 +13,7 @@ import { runPrimary, workerChannel, workerCount, type ReloadOutcome } from './cl
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
 import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
+import type { Metrics } from './metrics.ts'
 
 /**
  * The CLI:
@@ -179,12 +180,18 @@ function listenAddress(listen: string): { host: string; port: number } {
 /** Start Portcullis for a validated config; resolves when it listens. Shared by `run` and `demo`. */
 async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
   for (const w of warnings) log.warn(w)
-  const runtime = createRuntime(config, runtimeDeps(log))
-  const app = buildApp(runtime, { logger: log })
+  // The process's instruments: made once, kept by every runtime a reload swaps in (loaded here, so
+  // that check, explain and healthcheck do not load prom-client).
+  const { createMetrics } = await import('./metrics.ts')
+  const metrics = createMetrics({ version: version(), defaultMetrics: config.metrics.listen !== '' })
+  const runtime = createRuntime(config, runtimeDeps(log, metrics))
+  const app = buildApp(runtime, { logger: log, metrics })
   // Before the logger's own exit flush (registered first): access lines gathered for a batch.
   process.prependListener('exit', () => app.flushLogs())
   const { host, port } = listenAddress(config.server.listen)
   await app.fastify.listen({ host, port })
+  const metricsUrl = await app.listenMetrics()
+  if (metricsUrl !== null) log.info({ url: `${metricsUrl}/metrics` }, 'metrics listening')
   return { app, runtime }
 }
 
@@ -209,10 +216,11 @@ function createLogger(level: string, opts: { shared?: boolean } = {}): Logger {
   return pino(loggerOptions(level), dest)
 }
 
-function runtimeDeps(log: Logger): RuntimeDeps {
+/** What a runtime of this process reports: state changes logged (once per change), counters to `metrics`. Exported for tests. */
+export function runtimeDeps(log: Logger, metrics: Metrics): RuntimeDeps {
   // Redis reports every failed reconnect (every 2 s at most): log the change of state, not each try.
   let redisDown = false
-  return {
+  const deps: RuntimeDeps = {
     redisEvents: {
       onReady: () => {
         log.info({ recovered: redisDown }, 'redis connected')
@@ -232,14 +240,14 @@ function runtimeDeps(log: Logger): RuntimeDeps {
       onConnected: (c) => log.info({ issuer: c.issuer }, 'provider connected'),
       onError: (err, retryInMs) =>
         log.error({ err, retryInMs, ...(err.diagnosis === undefined ? {} : { problem: formatDiagnosis(err.diagnosis) }) }, 'provider not reachable; retrying'),
-      onUnreachable: (err) =>
-        log.error(
-          { err, ...(err.diagnosis === undefined ? {} : { problem: formatDiagnosis(err.diagnosis) }) },
-          'provider not reachable; existing sessions are still served (and /readyz stays ready), sign-ins and token refreshes fail until it is back',
-        ),
-      onReachable: () => log.info('provider reachable again'),
+      // After startup: once per change (portcullis_provider_up shows it too); /readyz stays 200.
+      onStateChange: (up, endpoint) => {
+        if (up) log.info({ endpoint }, 'provider reachable again')
+        else log.error({ endpoint }, 'provider not reachable: existing sessions are still served; logins and token refreshes fail until it answers')
+      },
     },
   }
+  return metrics.runtimeDeps(deps)
 }
 
 /**
@@ -284,13 +292,14 @@ async function reload(file: string, env: Record<string, string | undefined>, log
     return `the config file has problems: ${problems.join('; ')}`
   }
   const changed = restartOnlyChanges(current.runtime.config, next.config)
+  if (current.runtime.config.metrics.listen !== next.config.metrics.listen) changed.push('metrics.listen')
   if (changed.length > 0) {
     log.error({ changed }, 'reload refused: these settings need a restart; the running configuration was kept')
     return `these settings need a restart: ${changed.join(', ')}`
   }
   let runtime: Runtime
   try {
-    runtime = createRuntime(next.config, { ...runtimeDeps(log), previous: current.runtime })
+    runtime = createRuntime(next.config, { ...runtimeDeps(log, current.app.metrics), previous: current.runtime })
   } catch (err) {
     log.error({ err }, 'reload refused; the running configuration was kept')
     return safeError(err).message
@@ -407,6 +416,7 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
   const reloadNow = (): Promise<ReloadOutcome> => {
     const done = reloads.then(async (): Promise<ReloadOutcome> => {
       const result = await reload(file, env, log, current)
+      current.app.metrics.configReload(typeof result === 'string' ? 'refused' : 'ok')
       if (typeof result === 'string') return { ok: false, reason: result }
       const old = current.runtime
       current = { app: current.app, runtime: result }

@@ -8,7 +8,7 @@ import { connectProvider, type OidcClient } from './oidc/client.ts'
 import { createJtiReplayCache, type LogoutReplayCache } from './oidc/logout.ts'
 import { createMemoryStore } from './session/memory-store.ts'
 import { createMemoryRevocations, type RevocationList } from './session/revocations.ts'
-import { Refresher } from './session/refresher.ts'
+import { Refresher, type RefreshReport } from './session/refresher.ts'
 import { createRedisRevocations, type RedisRevocationList, type RevocationSyncEvent } from './redis/revocations.ts'
 import { createRedisLogoutReplay } from './redis/logout-replay.ts'
 import { createRedisRefreshLock } from './redis/refresh-lock.ts'
@@ -102,6 +102,8 @@ export interface RuntimeDeps {
   readonly redisEvents?: RedisEvents
   /** The shared revocations went out of sync with Redis, or are in sync again (for the log). */
   readonly onRevocations?: (event: RevocationSyncEvent) => void
+  /** Told how each token refresh went (metrics: `createMetrics().runtimeDeps`). */
+  readonly onRefresh?: (outcome: RefreshReport) => void
   /**
    * The runtime being replaced (reload): its revocations, and its memory or Redis store when the new
    * config keeps it (`sessionStoreFor`), carry over, so a reload neither signs anyone out nor revives
@@ -173,6 +175,7 @@ export function createRuntime(config: Config, deps: RuntimeDeps = {}): Runtime {
     },
     {
       clock,
+      ...(deps.onRefresh === undefined ? {} : { onOutcome: deps.onRefresh }),
       // The lock outlives one refresh: the grant and the keys to verify its ID token, each bounded by provider.timeout.
       ...(redis === null ? {} : { coordinator: createRedisRefreshLock({ link: redis, lockTtlMs: 2 * config.provider.timeout + 1_000 }) }),
     },

@@ -672,7 +672,8 @@ function checkScaleOut(raw: unknown, issues: ConfigIssue[]): void {
   }
   const metricsListen = parsed(S.metrics.unwrap().shape.listen, rawAt(raw, ['metrics', 'listen']))
   const listen = parsed(SERVER.listen, rawAt(raw, ['server', 'listen']))
-  if (metricsListen !== undefined && metricsListen !== '' && metricsListen === listen) {
+  // Port 0 (a port the system picks, as tests use) gives each listener its own.
+  if (metricsListen !== undefined && metricsListen !== '' && metricsListen === listen && !metricsListen.endsWith(':0')) {
     issues.push({ path: 'metrics.listen', message: 'must be another address than server.listen (metrics are served apart from the proxy)' })
   }
 }

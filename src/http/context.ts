@@ -4,6 +4,7 @@ import type { Route } from '../policy/routes.ts'
 import type { Identity } from '../policy/identity.ts'
 import type { Session } from '../session/model.ts'
 import type { Runtime } from '../runtime.ts'
+import type { Metrics } from '../metrics.ts'
 
 /** What the pipeline learned about one request; read by the proxy, the routes and the access log. */
 export interface RequestContext {
@@ -46,9 +47,10 @@ declare module 'fastify' {
   }
 }
 
-/** The one mutable reference: the current runtime, swapped on reload. */
+/** The one mutable reference: the current runtime, swapped on reload; and the app's instruments, which outlive every runtime. */
 export interface RuntimeHolder {
   current: Runtime
+  readonly metrics: Metrics
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/

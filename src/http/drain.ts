@@ -16,6 +16,8 @@ export interface ConnectionTracker {
   cut(): number
   /** Open connections (not counting WebSockets). */
   readonly size: number
+  /** Requests received and not yet answered (metrics; counted when asked). */
+  readonly inFlight: number
 }
 
 export function trackConnections(server: Server): ConnectionTracker {
@@ -100,6 +102,11 @@ export function trackConnections(server: Server): ConnectionTracker {
     },
     get size() {
       return sockets.size + handshaking.size
+    },
+    get inFlight() {
+      let n = 0
+      for (const busy of sockets.values()) n += busy.size
+      return n
     },
   }
 }

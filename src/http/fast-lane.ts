@@ -65,6 +65,7 @@ export const PROXIED_METHODS: ReadonlySet<string> = new Set(['DELETE', 'GET', 'H
 
 export function createFastLane(opts: FastLaneOptions): FastLane {
   const { holder, pools, logger, ownPaths, decide } = opts
+  const metrics = holder.metrics
   const logAccess = createAccessWriter(logger)
   let open = true
 
@@ -82,10 +83,12 @@ export function createFastLane(opts: FastLaneOptions): FastLane {
     const method = req.method as string
     execute(decision, pools, req, res, (outcome: RelayOutcome) => {
       const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
+      const ms = performance.now() - started
+      metrics.request(decision.label, status, ms / 1000)
       const error = outcome.error ?? decision.error
       // With `logging.requests: false` only failures are written: 5xx, cut answers, clients gone.
       if (!everyRequest && status < 500 && outcome.logFields === undefined) return
-      const entry: AccessEntry = { reqId: id, method, path, route: decision.label, status, durationMs: elapsedMs(started), sub: decision.session?.sub ?? decision.bearer?.sub }
+      const entry: AccessEntry = { reqId: id, method, path, route: decision.label, status, durationMs: Math.round(ms * 100) / 100, sub: decision.session?.sub ?? decision.bearer?.sub }
       // Only failures carry more (no spread of empty objects on every request).
       logAccess(error === undefined && outcome.logFields === undefined ? entry : { ...entry, ...(error === undefined ? {} : { err: error }), ...outcome.logFields })
     })

@@ -43,6 +43,7 @@ export function createFastifyLane(opts: { readonly holder: RuntimeHolder; readon
       const unfinished = (): void => {
         if (res.writableFinished) return
         if (!res.headersSent) res.statusCode = CLIENT_CLOSED
+        holder.metrics.request(ctx.label, res.statusCode, reply.elapsedTime / 1000)
         logRequest(request, reply, ctx.error, ctx.logFields)
       }
       if (res.destroyed) unfinished()

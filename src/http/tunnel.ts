@@ -122,6 +122,7 @@ export function createTunnels(opts: TunnelOptions): Tunnels {
     const target = normalizeTarget(url)
     const path = target.path ?? url.split('?')[0] ?? url
     const line = (status: number, label: string, sub: string | undefined, extra: Record<string, unknown> = {}): void => {
+      holder.metrics.request(label, status, (performance.now() - started) / 1000)
       if (!rt.config.logging.requests && status < 500 && extra.upstreamError === undefined) return
       logAccess(logger, { reqId: id, method: req.method ?? 'GET', path, route: label, status, durationMs: elapsedMs(started), sub, websocket: true, ...extra })
     }

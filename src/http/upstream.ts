@@ -14,9 +14,12 @@ import type { Route } from '../policy/routes.ts'
 export class UpstreamPools {
   readonly #pools = new Map<string, Pool>()
   readonly #timeoutMs: number
+  /** Told when an upstream's response headers arrive: the route and the seconds since the request was sent (metrics). */
+  readonly onHeaders: ((route: Route, seconds: number) => void) | null
 
-  constructor(timeoutMs: number) {
+  constructor(timeoutMs: number, onHeaders?: (route: Route, seconds: number) => void) {
     this.#timeoutMs = timeoutMs
+    this.onHeaders = onHeaders ?? null
   }
 
   get(origin: string): Pool {
@@ -97,7 +100,7 @@ export function relay(
       headers: headers as Record<string, string | string[]>,
       body: hasBody ? req : null,
     },
-    new RelayHandler(res, own, done),
+    new RelayHandler(res, own, done, pools.onHeaders === null ? null : { route: target.route, tell: pools.onHeaders }),
   )
 }
 
@@ -126,11 +129,20 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   #responded = false
   #finished = false
   #clientGone = false
+  readonly #timed: { readonly route: Route; readonly tell: (route: Route, seconds: number) => void } | null
+  readonly #sentAt: number
 
-  constructor(res: ServerResponse, own: Readonly<Record<string, string | readonly string[]>>, done: (outcome: RelayOutcome) => void) {
+  constructor(
+    res: ServerResponse,
+    own: Readonly<Record<string, string | readonly string[]>>,
+    done: (outcome: RelayOutcome) => void,
+    timed: { readonly route: Route; readonly tell: (route: Route, seconds: number) => void } | null,
+  ) {
     this.#res = res
     this.#own = own
     this.#done = done
+    this.#timed = timed
+    this.#sentAt = timed === null ? 0 : performance.now()
     ;(res as RelayedResponse)[HANDLER] = this
     res.once('close', onClientClose)
   }
@@ -153,6 +165,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
 
   onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true // 1xx informational: not relayed
+    if (this.#timed !== null) this.#timed.tell(this.#timed.route, (performance.now() - this.#sentAt) / 1000)
     this.#resume = resume
     const own = this.#own
     // One pass over the raw pairs; the names the upstream listed in `Connection` are hop-by-hop too

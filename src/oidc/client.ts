@@ -42,12 +42,44 @@ export interface ClientAuthCheck {
 
 export type ProviderConfig = Config['provider']
 
+/** Which of the provider's endpoints a request went to (a bounded label: never the URL). */
+export type ProviderEndpoint = 'discovery' | 'jwks' | 'token' | 'userinfo' | 'other'
+/** `ok`; `error`: an answer that is not usable (4xx, not a key set); `unavailable`: no answer, a timeout or a 5xx. */
+export type ProviderRequestResult = 'ok' | 'error' | 'unavailable'
+/** Told of every HTTP request to the provider when it ends: the endpoint, the seconds to its answer, the result. */
+export type RequestObserver = (endpoint: ProviderEndpoint, seconds: number, result: ProviderRequestResult) => void
+
+/**
+ * openid-client's fetch, timed: each request it makes (discovery, token, userinfo) is reported to
+ * `observe` with the endpoint its URL names.
+ */
+function timedFetch(observe: RequestObserver, endpointOf: (url: string) => ProviderEndpoint): client.CustomFetch {
+  return async (url, options) => {
+    const started = performance.now()
+    const endpoint = endpointOf(url)
+    let res: Response
+    try {
+      res = await fetch(url, options as RequestInit)
+    } catch (err) {
+      observe(endpoint, (performance.now() - started) / 1000, 'unavailable')
+      throw err
+    }
+    observe(endpoint, (performance.now() - started) / 1000, res.status >= 500 ? 'unavailable' : res.status >= 400 ? 'error' : 'ok')
+    return res
+  }
+}
+
+function withoutQuery(url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
 /**
  * Discover (or assemble from `provider.endpoints`) the provider and fetch its JWKS.
  * Discovery refuses a document whose `issuer` differs from the configured one (openid-client checks
  * it), so a mismatched provider is refused before any user is redirected to it.
  */
-export async function connectProvider(cfg: ProviderConfig, redirectUri: string, clock: Clock = systemClock): Promise<OidcClient> {
+export async function connectProvider(cfg: ProviderConfig, redirectUri: string, clock: Clock = systemClock, observe?: RequestObserver): Promise<OidcClient> {
   const clientAuth =
     cfg.tokenEndpointAuthMethod === 'client_secret_post'
       ? client.ClientSecretPost(cfg.clientSecret)
@@ -70,6 +102,7 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
       discovered = await client.discovery(new URL(cfg.issuer), cfg.clientId, metadata, clientAuth, {
         execute: insecure ? [client.allowInsecureRequests] : [],
         timeout: timeoutSec,
+        ...(observe === undefined ? {} : { [client.customFetch]: timedFetch(observe, () => 'discovery') }),
       })
     } catch (err) {
       throw mapOidcError(err, 'discovery', { issuer: cfg.issuer })
@@ -100,6 +133,12 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
   const configuration = new client.Configuration(server, cfg.clientId, metadata, clientAuth)
   if (insecure) client.allowInsecureRequests(configuration)
   configuration.timeout = timeoutSec
+  if (observe !== undefined) {
+    const named = new Map<string, ProviderEndpoint>()
+    if (typeof server.token_endpoint === 'string') named.set(server.token_endpoint, 'token')
+    if (typeof server.userinfo_endpoint === 'string') named.set(server.userinfo_endpoint, 'userinfo')
+    configuration[client.customFetch] = timedFetch(observe, (url) => named.get(withoutQuery(url)) ?? 'other')
+  }
 
   const algs = server.id_token_signing_alg_values_supported
   if (Array.isArray(algs) && !algs.includes(cfg.idTokenSignedResponseAlg)) {
@@ -117,7 +156,11 @@ export async function connectProvider(cfg: ProviderConfig, redirectUri: string, 
     )
   }
 
-  const jwks = createJwks(server.jwks_uri as string, { timeoutMs: cfg.timeout, clock })
+  const jwks = createJwks(server.jwks_uri as string, {
+    timeoutMs: cfg.timeout,
+    clock,
+    ...(observe === undefined ? {} : { onFetch: (seconds: number, result: ProviderRequestResult) => observe('jwks', seconds, result) }),
+  })
   try {
     await jwks.reload()
   } catch (err) {

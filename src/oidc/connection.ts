@@ -1,7 +1,9 @@
 import { PortcullisError } from '../errors.ts'
 import { systemClock, type Clock } from '../clock.ts'
-import { connectProvider, type OidcClient, type ProviderConfig } from './client.ts'
-import { discoveryUrl, mapOidcError } from './errors.ts'
+import { connectProvider, type OidcClient, type ProviderConfig, type ProviderEndpoint, type RequestObserver } from './client.ts'
+import { mapOidcError } from './errors.ts'
+
+export type { ProviderEndpoint, ProviderRequestResult } from './client.ts'
 
 /**
  * Keeps trying to connect to the provider (discovery + JWKS) with exponential backoff, so Portcullis
@@ -10,20 +12,25 @@ import { discoveryUrl, mapOidcError } from './errors.ts'
  *
  * Once connected, the connection stays (`ready` never turns false again: existing sessions are
  * served while the provider is down; logins and refreshes fail on their own). Whether the provider
- * still answers is watched apart, every `probeMs`: its discovery document (its JWKS without
- * discovery) is fetched, and `state` turns `unreachable` and back, each change reported once
- * (`onUnreachable`, `onReachable`), for `/readyz`'s body, the logs and the metrics.
+ * still answers is followed apart: every request to it reports its outcome, and while nothing asked
+ * it for `probeMs` its JWKS is fetched. `state` turns `unreachable` and back, each change reported
+ * once (`onStateChange`), for `/readyz`'s body, the logs and the metrics.
  */
 export interface ProviderConnection {
   /** The connected client, or throws PortcullisError NOT_READY / the last connection error. */
   get(): OidcClient
   /** Connected (at least once): the provider's metadata and keys are loaded. */
   readonly ready: boolean
-  /**
-   * `connecting` until the first connection; then `ok`, or `unreachable` while the probe fails.
-   */
+  /** `connecting` until the first connection; then `ok`, or `unreachable` while it does not answer. */
   readonly state: ProviderState
-  /** The last connection or probe failure (public message only), for `/readyz` and logs; null while `ok`. */
+  /**
+   * Connected, and its last request got an answer: false before the connection, and from a request
+   * that found the provider unreachable (no answer, a timeout, a 5xx) until one that did not. Unlike
+   * `ready` (the connection is made, once), this follows an outage after startup. While connected and
+   * idle the provider is asked for its JWKS every `RetryPolicy.probeMs` to keep this current.
+   */
+  readonly up: boolean
+  /** The last connection failure, or why it is unreachable (public message only), for `/readyz` and logs; null while `ok`. */
   readonly lastError: PortcullisError | null
   /** Resolves once connected (or rejects after stop()). For tests and `portcullis check`. */
   whenReady(): Promise<OidcClient>
@@ -35,20 +42,21 @@ export type ProviderState = 'connecting' | 'ok' | 'unreachable'
 export interface RetryPolicy {
   readonly initialMs: number
   readonly maxMs: number
-  /** How often a connected provider is probed. Default 30 s. */
+  /** While connected, ask the provider (its JWKS) when nothing else did for this long (default 30 s; 0 = never). */
   readonly probeMs?: number
 }
 
 export interface ConnectionEvents {
   onConnected?(client: OidcClient): void
   onError?(err: PortcullisError, retryInMs: number): void
-  /** A connected provider stopped answering the probe (reported once per outage). */
-  onUnreachable?(err: PortcullisError): void
-  /** It answers again. */
-  onReachable?(): void
+  /** Every HTTP request to the provider, when it ended (connection attempts included). */
+  onRequest?: RequestObserver
+  /**
+   * After the connection: the provider stopped answering (`up` false), or answers again; `endpoint`
+   * is the request that showed it. Called once per change.
+   */
+  onStateChange?(up: boolean, endpoint: ProviderEndpoint): void
 }
-
-const DEFAULT_PROBE_MS = 30_000
 
 export function createProviderConnection(
   cfg: ProviderConfig,
@@ -59,25 +67,46 @@ export function createProviderConnection(
 ): ProviderConnection {
   let current: OidcClient | null = null
   let lastError: PortcullisError | null = null
-  let reachable = true
   let stopped = false
   let timer: NodeJS.Timeout | null = null
-  let probeTimer: NodeJS.Timeout | null = null
-  const probeMs = retry.probeMs ?? DEFAULT_PROBE_MS
   let delay = retry.initialMs
   const waiters: Array<{ resolve(c: OidcClient): void; reject(e: unknown): void }> = []
+  let up = false
+  let lastAnswerAt = performance.now()
+  let probe: NodeJS.Timeout | null = null
+  const observe: RequestObserver = (endpoint, seconds, result) => {
+    lastAnswerAt = performance.now()
+    events.onRequest?.(endpoint, seconds, result)
+    if (current === null || stopped) return
+    const reachable = result !== 'unavailable'
+    if (reachable === up) return
+    up = reachable
+    lastError = up ? null : unreachable(endpoint)
+    events.onStateChange?.(up, endpoint)
+  }
+  const probeMs = retry.probeMs ?? 30_000
+  const startProbe = (): void => {
+    if (probeMs <= 0) return
+    probe = setInterval(() => {
+      if (current === null || performance.now() - lastAnswerAt < probeMs) return
+      // Its outcome reaches `observe` through the JWKS's own report; the cached keys stay on failure.
+      current.jwks.reload().catch(() => {})
+    }, probeMs)
+    probe.unref()
+  }
 
   const attempt = async (): Promise<void> => {
     timer = null
     if (stopped) return
     try {
-      const connected = await connectProvider(cfg, redirectUri, clock)
+      const connected = await connectProvider(cfg, redirectUri, clock, observe)
       if (stopped) return
       current = connected
+      up = true
       lastError = null
+      startProbe()
       events.onConnected?.(connected)
       for (const w of waiters.splice(0)) w.resolve(connected)
-      scheduleProbe()
     } catch (err) {
       if (stopped) return
       lastError = mapOidcError(err, 'discovery', { issuer: cfg.issuer })
@@ -87,39 +116,6 @@ export function createProviderConnection(
       timer = setTimeout(() => void attempt(), wait)
       timer.unref()
     }
-  }
-  const scheduleProbe = (): void => {
-    if (stopped) return
-    probeTimer = setTimeout(() => void probe(), probeMs)
-    probeTimer.unref()
-  }
-  /** One look at whether the connected provider answers; a change of state is reported once. */
-  const probe = async (): Promise<void> => {
-    probeTimer = null
-    const connected = current
-    if (stopped || connected === null) return
-    const url = cfg.discovery ? (discoveryUrl(cfg.issuer) ?? connected.summary.jwksUri) : connected.summary.jwksUri
-    let failure: PortcullisError | null = null
-    try {
-      const res = await fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(cfg.timeout) })
-      await res.body?.cancel()
-      if (!res.ok) failure = unreachable(url, { status: res.status })
-    } catch (err) {
-      failure = unreachable(url, { cause: err })
-    }
-    if (stopped) return
-    if (failure !== null) {
-      lastError = failure
-      if (reachable) {
-        reachable = false
-        events.onUnreachable?.(failure)
-      }
-    } else if (!reachable) {
-      reachable = true
-      lastError = null
-      events.onReachable?.()
-    }
-    scheduleProbe()
   }
   void attempt()
 
@@ -133,9 +129,12 @@ export function createProviderConnection(
     get ready() {
       return current !== null
     },
+    get up() {
+      return up
+    },
     get state(): ProviderState {
       if (current === null) return 'connecting'
-      return reachable ? 'ok' : 'unreachable'
+      return up ? 'ok' : 'unreachable'
     },
     get lastError() {
       return lastError
@@ -148,22 +147,15 @@ export function createProviderConnection(
     stop() {
       stopped = true
       if (timer !== null) clearTimeout(timer)
-      if (probeTimer !== null) clearTimeout(probeTimer)
+      if (probe !== null) clearInterval(probe)
       for (const w of waiters.splice(0)) w.reject(new Error('stopped'))
     },
   }
 }
 
-/** The probe's failure: the provider did not answer (`cause`) or answered with an error (`status`). */
-function unreachable(url: string, got: { status?: number; cause?: unknown }): PortcullisError {
-  const code = (got.cause as { cause?: { code?: unknown }; name?: unknown } | undefined)?.cause?.code ?? (got.cause as { name?: unknown } | undefined)?.name
+/** Why a connected provider is taken for unreachable: a request to it got no usable answer. */
+function unreachable(endpoint: ProviderEndpoint): PortcullisError {
   return new PortcullisError('IDP_UNAVAILABLE', 'The identity provider does not answer: sign-ins and token refreshes fail until it is back; existing sessions are still served.', {
-    ...(got.cause === undefined ? {} : { cause: got.cause }),
-    diagnosis: {
-      problem: 'the provider did not answer the health probe',
-      url,
-      ...(got.status === undefined ? {} : { status: got.status }),
-      ...(typeof code === 'string' ? { error: code } : {}),
-    },
+    diagnosis: { problem: `the provider did not answer a ${endpoint} request (no answer, a timeout or a 5xx)` },
   })
 }

@@ -25,6 +25,11 @@ export interface JwksOptions {
   readonly cooldownMs?: number
   readonly maxAgeMs?: number
   readonly clock?: Clock
+  /**
+   * Told of each fetch when it ends: seconds to the answer, and `ok`, `error` (an answer that is not a
+   * key set) or `unavailable` (no answer, a timeout, a 5xx).
+   */
+  readonly onFetch?: (seconds: number, result: 'ok' | 'error' | 'unavailable') => void
 }
 
 export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
@@ -42,8 +47,11 @@ export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
   const fetchNow = (): Promise<void> => {
     if (inflight !== null) return inflight
     fetchedAt = clock.now() // counts attempts too, so a failing endpoint is not hammered
+    const started = performance.now()
+    let answered = 0
     inflight = (async () => {
       const res = await fetch(jwksUri, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(opts.timeoutMs) })
+      answered = res.status
       if (!res.ok) throw new JwksFetchError(`JWKS endpoint answered ${res.status}`)
       const body = (await res.json()) as unknown
       if (typeof body !== 'object' || body === null || !Array.isArray((body as { keys?: unknown }).keys)) {
@@ -51,9 +59,17 @@ export function createJwks(jwksUri: string, opts: JwksOptions): Jwks {
       }
       set = body as JSONWebKeySet
       local = createLocalJWKSet(set)
-    })().finally(() => {
-      inflight = null
-    })
+    })()
+      .then(
+        () => opts.onFetch?.((performance.now() - started) / 1000, 'ok'),
+        (err: unknown) => {
+          opts.onFetch?.((performance.now() - started) / 1000, answered === 0 || answered >= 500 ? 'unavailable' : 'error')
+          throw err
+        },
+      )
+      .finally(() => {
+        inflight = null
+      })
     return inflight
   }
   const fetchQuietly = async (): Promise<void> => {

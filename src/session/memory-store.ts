@@ -44,6 +44,11 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
   }
   return {
     kind: 'memory',
+    async size(): Promise<number> {
+      // Expired entries leave the LRU lazily: drop them first, so the count is of live sessions.
+      sealed.purgeStale()
+      return sealed.size
+    },
     async load(cookieValue: string): Promise<LoadedSession | null> {
       const loaded = await current(cookieValue)
       if (loaded === null || isExpired(loaded.session, deps.clock.now(), deps.limits)) return null
@@ -75,11 +80,6 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
         sealed.delete(ticket.id)
         cache.delete(cookieValue)
       }
-    },
-    async size() {
-      // Entries past their TTL are dropped lazily by the LRU: counted only while live.
-      sealed.purgeStale()
-      return sealed.size
     },
   }
 

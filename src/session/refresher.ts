@@ -28,6 +28,13 @@ export const REFRESH_RESULT_TTL_MS = 60_000
 export const REFRESH_FAILURE_TTL_MS = 5_000
 
 /**
+ * How one call of `refresh` went (the `portcullis_refreshes_total` metric): a grant of this process's
+ * own that was `ok`, `ended` (SESSION_ENDED) or `failed`; or none: `joined` one in flight here,
+ * `shared` a recent result or failure (remembered here, or handed over by another replica).
+ */
+export type RefreshReport = 'ok' | 'ended' | 'failed' | 'joined' | 'shared'
+
+/**
  * Single flight across replicas. `coordinate` runs `refresh` only while this replica holds the lock
  * of the session's OLD refresh token; otherwise it waits for the outcome the holder shares (the
  * refreshed session, or its SESSION_ENDED / provider error). It rejects with STORE_UNAVAILABLE when
@@ -47,6 +54,8 @@ export interface RefresherOptions {
   readonly max?: number
   /** Single flight across replicas (with `session.redis`). */
   readonly coordinator?: RefreshCoordinator
+  /** Told how each call went (metrics). */
+  readonly onOutcome?: (report: RefreshReport) => void
 }
 
 export class Refresher {
@@ -56,9 +65,11 @@ export class Refresher {
   readonly #failures: LRUCache<string, PortcullisError>
   readonly #resultTtl: number
   readonly #coordinator: RefreshCoordinator | undefined
+  readonly #told: (report: RefreshReport) => void
 
   constructor(refresh: RefreshFn, opts: RefresherOptions) {
     this.#refresh = refresh
+    this.#told = opts.onOutcome ?? (() => {})
     this.#resultTtl = opts.resultTtlMs ?? REFRESH_RESULT_TTL_MS
     this.#coordinator = opts.coordinator
     // Both TTLs run on the injected clock (lru-cache's `perf`), like every other lifetime; no
@@ -72,18 +83,34 @@ export class Refresher {
   refresh(session: Session): Promise<Session> {
     const key = keyOf(session)
     const done = this.#results.get(key)
-    if (done !== undefined) return Promise.resolve(done)
+    if (done !== undefined) {
+      this.#told('shared')
+      return Promise.resolve(done)
+    }
     const failed = this.#failures.get(key)
-    if (failed !== undefined) return Promise.reject(failed)
+    if (failed !== undefined) {
+      this.#told('shared')
+      return Promise.reject(failed)
+    }
     let pending = this.#inflight.get(key)
-    if (pending === undefined) {
-      pending = this.#run(session)
+    if (pending !== undefined) this.#told('joined')
+    else {
+      // Whether the grant was this process's own, or another replica's outcome handed over.
+      let own = false
+      pending = this.#run(session, () => {
+        own = true
+        return this.#refresh(session)
+      })
         .then(
           (next) => {
             this.#results.set(key, next)
+            this.#told(own ? 'ok' : 'shared')
             return next
           },
           (err: unknown) => {
+            const code = err instanceof PortcullisError ? err.code : undefined
+            // Redis unreachable before any grant is this replica's failure, not another's outcome.
+            this.#told(own ? (code === 'SESSION_ENDED' ? 'ended' : 'failed') : code === 'STORE_UNAVAILABLE' ? 'failed' : 'shared')
             // Outages are remembered briefly; a definitive end (invalid_grant) is handed to everyone
             // carrying this refresh token for as long as a result would be. Redis being unreachable
             // is not remembered: it is found out at once (no command waits), and it is back when it is.
@@ -98,11 +125,11 @@ export class Refresher {
     return pending
   }
 
-  #run(session: Session): Promise<Session> {
+  #run(session: Session, grant: () => Promise<Session>): Promise<Session> {
     const coordinator = this.#coordinator
     const refreshToken = session.refreshToken
-    if (coordinator === undefined || refreshToken === undefined) return this.#refresh(session)
-    return coordinator.coordinate({ ...session, refreshToken }, () => this.#refresh(session))
+    if (coordinator === undefined || refreshToken === undefined) return grant()
+    return coordinator.coordinate({ ...session, refreshToken }, grant)
   }
 }
 

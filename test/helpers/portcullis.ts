@@ -12,6 +12,7 @@ import type { Logger } from 'pino'
 import { buildApp, type App, type AppOptions } from '../../src/app.ts'
 import { createRuntime, type Runtime, type RuntimeDeps } from '../../src/runtime.ts'
 import { loggerOptions } from '../../src/http/logging.ts'
+import { createMetrics } from '../../src/metrics.ts'
 import type { Config } from '../../src/config/types.ts'
 import { startTestProvider, type ProviderOptions, type RunningProvider } from './provider.ts'
 import { startTestUpstream, type EchoUpstream } from './upstream.ts'
@@ -28,6 +29,8 @@ export interface RunningPortcullis {
   logText: string[]
   /** Parsed log lines. */
   logs: Array<Record<string, unknown>>
+  /** The metrics listener's URL (`metrics.listen`, e.g. 127.0.0.1:0), or null when it is off. */
+  metricsUrl: string | null
 }
 
 
@@ -55,13 +58,15 @@ function captureLogs(level: string): { logger: Logger; logText: string[]; logs: 
 export async function startPortcullis(
   t: Test,
   config: Config,
-  deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> } = {},
+  deps: RuntimeDeps & { port?: number; upstreamTimeoutMs?: number; app?: Partial<Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'>> } = {},
 ): Promise<RunningPortcullis> {
-  const runtime = createRuntime(config, { retry: { initialMs: 50, maxMs: 400 }, ...deps })
+  // The app's instruments, which the runtime reports to (as main.ts wires them).
+  const metrics = deps.app?.metrics ?? createMetrics({ defaultMetrics: config.metrics.listen !== '' })
+  const runtime = createRuntime(config, metrics.runtimeDeps({ retry: { initialMs: 50, maxMs: 400 }, ...deps }))
   t.teardown(() => runtime.close())
   const port = deps.port ?? Number(new URL(config.server.publicUrl).port)
   await releaseHeldPort(port)
-  return startApp(t, runtime, { ...deps.app, upstreamTimeoutMs: deps.upstreamTimeoutMs }, port)
+  return startApp(t, runtime, { ...deps.app, metrics, upstreamTimeoutMs: deps.upstreamTimeoutMs }, port)
 }
 
 /**
@@ -69,13 +74,14 @@ export async function startPortcullis(
  * and sessions, its own listener and logs. Tests put the fast lane and the Fastify path side by side
  * this way (`{ fastLane: false }`), or give the app a decision function of their own.
  */
-export async function startApp(t: Test, runtime: Runtime, opts: Omit<AppOptions, 'logger'> = {}, port = 0): Promise<RunningPortcullis> {
+export async function startApp(t: Test, runtime: Runtime, opts: Partial<Omit<AppOptions, 'logger'>> = {}, port = 0): Promise<RunningPortcullis> {
   const { logger, logText, logs } = captureLogs(runtime.config.logging.level)
-  const app = buildApp(runtime, { logger, ...opts })
+  const app = buildApp(runtime, { logger, ...opts, metrics: opts.metrics ?? createMetrics({ defaultMetrics: runtime.config.metrics.listen !== '' }) })
   await app.fastify.listen({ host: '127.0.0.1', port })
   t.teardown(() => app.fastify.close())
   const address = app.fastify.server.address() as AddressInfo
-  return { url: `http://127.0.0.1:${address.port}`, app, runtime, logText, logs }
+  const metricsUrl = await app.listenMetrics()
+  return { url: `http://127.0.0.1:${address.port}`, app, runtime, logText, logs, metricsUrl }
 }
 
 export interface Stack {
@@ -91,7 +97,7 @@ export interface StackOptions {
   /** Per-section overrides of the test config. */
   overrides?: Record<string, unknown> | ((s: { issuer: string; upstream: string; publicUrl: string }) => Record<string, unknown>)
   provider?: Partial<ProviderOptions>
-  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number; app?: Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'> }
+  runtime?: RuntimeDeps & { upstreamTimeoutMs?: number; app?: Partial<Omit<AppOptions, 'logger' | 'upstreamTimeoutMs'>> }
   /** Wait for the provider connection before resolving (default true). */
   waitReady?: boolean
 }

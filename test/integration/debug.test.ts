@@ -13,6 +13,7 @@ import { buildApp } from '../../src/app.ts'
 import { createRuntime } from '../../src/runtime.ts'
 import { openSession } from '../../src/http/pipeline.ts'
 import { isLoopback } from '../../src/http/routes/debug.ts'
+import { createMetrics } from '../../src/metrics.ts'
 
 const ROUTES = (upstream: string) => [
   { match: { pathPrefix: '/' }, upstream, public: true },
@@ -137,7 +138,7 @@ t.test('on, from a peer that is neither loopback nor trusted: 404', async (t) =>
   })
   const runtime = createRuntime(config, { retry: { initialMs: 60_000, maxMs: 60_000 } })
   t.teardown(() => runtime.close())
-  const app = buildApp(runtime, { logger: { level: 'silent' } })
+  const app = buildApp(runtime, { logger: { level: 'silent' }, metrics: createMetrics({ defaultMetrics: false }) })
   t.teardown(() => app.fastify.close())
   const ask = (remoteAddress: string, url = '/oauth2/debug?url=/admin/') => app.fastify.inject({ method: 'GET', url, remoteAddress, headers: { accept: 'application/json' } })
 

@@ -26,8 +26,7 @@ t.test('the provider going down after startup leaves /readyz 200, with its state
     runtime: {
       retry: { initialMs: 50, maxMs: 400, probeMs: 100 },
       providerEvents: {
-        onUnreachable: (err) => logs.push({ event: 'unreachable', message: err.publicMessage }),
-        onReachable: () => logs.push({ event: 'reachable' }),
+        onStateChange: (up) => logs.push({ event: up ? 'reachable' : 'unreachable' }),
       },
     },
   })

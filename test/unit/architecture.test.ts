@@ -68,6 +68,13 @@ const RULES: Rule[] = [
       basics(to) || srcIn(to, 'redis', 'session') || (typeOnly && (srcIs(to, 'config/types.ts') || srcIn(to, 'oidc'))) || ['pkg:ioredis', 'pkg:lru-cache'].includes(to),
   },
   {
+    // The Prometheus instruments: prom-client, and the types of what they are told about (the
+    // domain layers report through plain callbacks and never import this file or prom-client).
+    name: 'metrics.ts',
+    layer: isFile('metrics.ts'),
+    allow: (to, typeOnly) => basics(to) || to === 'pkg:prom-client' || (typeOnly && (srcIs(to, 'runtime.ts') || srcIn(to, 'oidc', 'session'))),
+  },
+  {
     name: 'runtime.ts',
     layer: isFile('runtime.ts'),
     allow: (to) => basics(to) || srcIn(to, 'config', 'oidc', 'session', 'policy', 'redis'),
@@ -80,7 +87,7 @@ const RULES: Rule[] = [
   {
     name: 'main.ts',
     layer: isFile('main.ts'),
-    allow: (to) => basics(to) || srcIs(to, 'app.ts', 'runtime.ts', 'cluster.ts') || srcIn(to, 'config', 'demo') || to === 'pkg:pino',
+    allow: (to) => basics(to) || srcIs(to, 'app.ts', 'runtime.ts', 'cluster.ts', 'metrics.ts') || srcIn(to, 'config', 'demo') || to === 'pkg:pino',
   },
   {
     // The CLI's process tree (server.workers): node:cluster and a logger, nothing of the proxy.
@@ -113,13 +120,14 @@ t.test('every src file follows the import table', async (t) => {
   t.ok(checked > 50, `checked ${checked} imports`)
 })
 
-t.test('only oidc/ imports openid-client; only http/ and app.ts import fastify', async (t) => {
+t.test('only oidc/ imports openid-client; only http/ and app.ts import fastify; only metrics.ts and http/ import prom-client', async (t) => {
   for (const file of files(SRC)) {
     const rel = relative(SRC, file).replaceAll('\\', '/')
     for (const imp of importsOf(readFileSync(file, 'utf8'))) {
       const to = target(file, imp.spec)
       if (to === 'pkg:openid-client') t.ok(rel.startsWith('oidc/'), `${rel} imports openid-client`)
       if (to === 'pkg:fastify' || to.startsWith('pkg:@fastify/')) t.ok(rel === 'app.ts' || rel.startsWith('http/'), `${rel} imports ${imp.spec}`)
+      if (to === 'pkg:prom-client') t.ok(rel === 'metrics.ts' || rel.startsWith('http/'), `${rel} imports prom-client`)
     }
   }
 })

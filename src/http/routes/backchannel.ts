@@ -27,15 +27,18 @@ export function registerBackchannel(app: FastifyInstance, holder: RuntimeHolder,
       const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
       const tokens = form.getAll('logout_token')
       if (tokens.length !== 1 || tokens[0] === '') {
+        holder.metrics.backchannelLogout('invalid')
         return reply.code(400).send({ error: 'invalid_request', error_description: 'exactly one logout_token form field is required' })
       }
+      let replay = false
       try {
         // The replay check unreachable: the logout is carried out here all the same, then refused
         // with 503 (never accepted unchecked).
         let unchecked: PortcullisError | null = null
         const seen = async (jti: string, until: number): Promise<boolean> => {
           try {
-            return await rt.seenLogoutJti(jti, until)
+            replay = await rt.seenLogoutJti(jti, until)
+            return replay
           } catch (err) {
             if (!(err instanceof PortcullisError && err.code === 'STORE_UNAVAILABLE')) throw err
             unchecked = err
@@ -56,12 +59,15 @@ export function registerBackchannel(app: FastifyInstance, holder: RuntimeHolder,
           throw unchecked
         }
         request.log.info({ sid: logout.sid !== undefined, sub: logout.sub }, 'back-channel logout: sessions revoked')
+        holder.metrics.backchannelLogout('accepted')
         return reply.code(200).send()
       } catch (err) {
         if (err instanceof PortcullisError && err.code === 'TOKEN_INVALID') {
+          holder.metrics.backchannelLogout(replay ? 'replay' : 'invalid')
           request.log.info({ err }, 'back-channel logout refused')
           return reply.code(400).send({ error: 'invalid_request', error_description: err.publicMessage })
         }
+        holder.metrics.backchannelLogout('error')
         throw err
       }
     })

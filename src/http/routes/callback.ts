@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, onErrorAsyncHookHandler } from 'fastify'
 import { formatDiagnosis, PortcullisError } from '../../errors.ts'
 import { completeLogin } from '../../oidc/callback.ts'
 import { safeCode, safeDescription } from '../../oidc/errors.ts'
@@ -25,7 +25,8 @@ import type { RateLimits } from '../rate-limit.ts'
  * ...) adds a `problem` line to the request's log entry, for the operator.
  */
 export function registerCallback(app: FastifyInstance, holder: RuntimeHolder, limits: RateLimits): void {
-  app.get(`${holder.current.prefix}/callback`, { config: { kind: 'auth', label: 'auth:callback' }, onRequest: limits.hook('callback') }, async (request, reply) => {
+  const counted = { config: { kind: 'auth', label: 'auth:callback' }, onRequest: limits.hook('callback'), onError: countFailure(holder) } as const
+  app.get(`${holder.current.prefix}/callback`, counted, async (request, reply) => {
     const rt = request.portcullis.runtime
     const query = readQuery(request.url)
     for (const name of ['code', 'iss', 'session_state']) single(query, name)
@@ -89,8 +90,16 @@ export function registerCallback(app: FastifyInstance, holder: RuntimeHolder, li
     const session = sessionFromTokens(tokens, now, rt.keepClaims, rt.newSessionId())
     putCookies(reply, sessionCookieLines(rt, Object.keys(request.cookies), await rt.sessions.save(session), expiresAt(session, rt.limits) - now))
     request.portcullis.identity = { sub: session.sub, claims: session.claims }
+    holder.metrics.loginCompleted()
     return reply.code(302).header('location', tx.rd).header('cache-control', 'no-store').send()
   })
+}
+
+/** A callback that made no session: `portcullis_login_failures_total{reason}`, the error's code. */
+function countFailure(holder: RuntimeHolder): onErrorAsyncHookHandler {
+  return async (_request, _reply, err) => {
+    holder.metrics.loginFailed(err instanceof PortcullisError ? err.code : (err as { statusCode?: unknown }).statusCode === 429 ? 'RATE_LIMITED' : 'INTERNAL')
+  }
 }
 
 function sameString(a: string, b: string): boolean {

@@ -63,6 +63,7 @@ export function registerStart(app: FastifyInstance, holder: RuntimeHolder, limit
     const evict = await transactionsToEvict(existing, rt.loginKeys, now, rt.config.session.loginTimeout, rt.config.session.maxPendingLogins)
     for (const name of evict) clearTransactionCookie(rt, reply, name)
     setTransactionCookie(rt, reply, txCookieName(base, transaction.state), await sealTransaction(transaction, rt.loginKeys))
+    holder.metrics.loginStarted()
     return reply.code(302).header('location', url.href).header('cache-control', 'no-store').send()
   })
 }

@@ -349,3 +349,20 @@ t.test('routes: loginParams, bearer-only keys, audience with resource, access ru
   raw.routes.push({ match: { pathPrefix: '/pub' }, upstream: 'http://127.0.0.1:8080', public: true, require: { maxAuthAge: '1m' } })
   t.same(issuesOf(raw).map((i) => i.path), ['routes[1].require'], 'named by its own index')
 })
+
+t.test('metrics.listen: not the proxy address, except port 0 (each listener gets its own port)', async (t) => {
+  const same = { ...base(), server: { ...base().server, listen: '127.0.0.1:4180' }, metrics: { listen: '127.0.0.1:4180' } }
+  t.strictSame(
+    issuesOf(same).map((i) => i.path),
+    ['metrics.listen'],
+    'the same host:port is refused',
+  )
+  const zero = { ...base(), server: { ...base().server, listen: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } }
+  t.strictSame(issuesOf(zero), [], 'port 0 for both is fine')
+  t.strictSame(issuesOf({ ...base(), metrics: { listen: '' } }), [], '"" is off')
+  t.strictSame(
+    issuesOf({ ...base(), metrics: { listen: '/metrics' } }).map((i) => i.path),
+    ['metrics.listen'],
+    'a path is not an address',
+  )
+})

@@ -312,3 +312,29 @@ t.test('which outcomes are shared, and for how long', async (t) => {
   const sealed = await sealOutcome({ kind: 'error', code: 'ACCESS_DENIED', message: 'x' }, session.refreshToken as string)
   t.equal(await openOutcome(sealed, session as Session & { refreshToken: string }), null)
 })
+
+t.test('onOutcome: one ok / ended / failed per grant, joined for callers of one in flight, shared for a remembered result or failure', async (t) => {
+  const clock = fakeClock()
+  const { fn, pending } = controlledRefresh()
+  const told: string[] = []
+  const refresher = new Refresher(fn, { clock, failureTtlMs: 1_000, resultTtlMs: 1_000, onOutcome: (o) => told.push(o) })
+  const count = () => Object.fromEntries(['ok', 'ended', 'failed', 'joined', 'shared'].map((o) => [o, told.filter((x) => x === o).length]))
+
+  const a = fullSession(clock.now())
+  const flight = [refresher.refresh(a), refresher.refresh(a), refresher.refresh(a)]
+  pending[0]!.resolve(rotated(a, 1, clock))
+  await Promise.all(flight)
+  await refresher.refresh(a) // the old token again: the result cache
+  t.strictSame(count(), { ok: 1, ended: 0, failed: 0, joined: 2, shared: 1 }, 'one grant, two joined it, one took its result')
+
+  const b = { ...fullSession(clock.now()), refreshToken: 'refresh-b' }
+  const failing = settle(refresher.refresh(b))
+  pending[1]!.reject(outage())
+  await failing
+  await settle(refresher.refresh(b)) // remembered
+  const c = { ...fullSession(clock.now()), refreshToken: 'refresh-c' }
+  const ending = settle(refresher.refresh(c))
+  pending[2]!.reject(ended())
+  await ending
+  t.strictSame(count(), { ok: 1, ended: 1, failed: 1, joined: 2, shared: 2 }, 'a failed grant, its remembered failure, an ended one')
+})
