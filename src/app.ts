@@ -35,6 +35,7 @@ import { listenMetrics, type MetricsListener } from './http/metrics-listener.ts'
 import type { Metrics } from './metrics.ts'
 
 export { loggerOptions, safeError } from './http/logging.ts'
+export { listenMetrics } from './http/metrics-listener.ts'
 
 /**
  * The Fastify application: plugins and routes in pipeline order. Never listens: `main.ts` and the
@@ -196,6 +197,7 @@ export function buildApp(runtime: Runtime, opts: AppOptions): App {
   app.decorateRequest('portcullis', null as unknown as RequestContext)
   void app.register(fastifyCookie)
   const limits = registerRateLimits(app, holder, logger)
+  metrics.watchRateLimits(() => limits.stats)
   app.addHook('onRequest', fastifyLane.onRequest)
   app.addHook('onResponse', async (request, reply) => {
     // With `logging.requests: false` (an ingress in front already logs every request), only failures

@@ -5,11 +5,11 @@ import { request as httpsRequest } from 'node:https'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino, type Logger } from 'pino'
-import { buildApp, loggerOptions, safeError, type App } from './app.ts'
+import { buildApp, listenMetrics, loggerOptions, safeError, type App } from './app.ts'
 import { createRuntime, ExplainInputError, explainWithConfig, formatExplanation, openRouteWarnings, probeProvider, type Runtime, type RuntimeDeps } from './runtime.ts'
 import { formatIssues, loadConfig } from './config/index.ts'
 import { certificateSummary } from './config/tls.ts'
-import { runPrimary, workerChannel, workerCount, type ReloadOutcome } from './cluster.ts'
+import { runPrimary, workerChannel, workerCount, type PrimaryService, type ReloadOutcome } from './cluster.ts'
 import { validateConfig } from './config/validate.ts'
 import type { Config } from './config/types.ts'
 import { describeError, diagnosisParts, formatDiagnosis, PortcullisError } from './errors.ts'
@@ -178,19 +178,21 @@ function listenAddress(listen: string): { host: string; port: number } {
 }
 
 /** Start Portcullis for a validated config; resolves when it listens. Shared by `run` and `demo`. */
-async function serve(config: Config, log: Logger, warnings: readonly string[]): Promise<{ app: App; runtime: Runtime }> {
+async function serve(config: Config, log: Logger, warnings: readonly string[], role: 'single' | 'worker' = 'single'): Promise<{ app: App; runtime: Runtime }> {
   for (const w of warnings) log.warn(w)
   // The process's instruments: made once, kept by every runtime a reload swaps in (loaded here, so
   // that check, explain and healthcheck do not load prom-client).
-  const { createMetrics } = await import('./metrics.ts')
+  const { createMetrics, shareWithPrimary } = await import('./metrics.ts')
   const metrics = createMetrics({ version: version(), defaultMetrics: config.metrics.listen !== '' })
+  // A worker's counts are served by the primary, summed over every worker.
+  if (role === 'worker') shareWithPrimary(metrics)
   const runtime = createRuntime(config, runtimeDeps(log, metrics))
   const app = buildApp(runtime, { logger: log, metrics })
   // Before the logger's own exit flush (registered first): access lines gathered for a batch.
   process.prependListener('exit', () => app.flushLogs())
   const { host, port } = listenAddress(config.server.listen)
   await app.fastify.listen({ host, port })
-  const metricsUrl = await app.listenMetrics()
+  const metricsUrl = role === 'worker' ? null : await app.listenMetrics()
   if (metricsUrl !== null) log.info({ url: `${metricsUrl}/metrics` }, 'metrics listening')
   return { app, runtime }
 }
@@ -260,6 +262,7 @@ const RESTART_ONLY: ReadonlyArray<readonly [string, (c: Config) => string]> = [
   ['server.upstreamTimeout', (c) => String(c.server.upstreamTimeout)],
   ['server.workers', (c) => String(c.server.workers)],
   ['server.tls (on or off)', (c) => String(c.server.tls.cert !== '')],
+  ['metrics.listen', (c) => c.metrics.listen],
 ]
 function restartOnlyChanges(a: Config, b: Config): string[] {
   return RESTART_ONLY.filter(([, get]) => get(a) !== get(b)).map(([name]) => name)
@@ -292,7 +295,6 @@ async function reload(file: string, env: Record<string, string | undefined>, log
     return `the config file has problems: ${problems.join('; ')}`
   }
   const changed = restartOnlyChanges(current.runtime.config, next.config)
-  if (current.runtime.config.metrics.listen !== next.config.metrics.listen) changed.push('metrics.listen')
   if (changed.length > 0) {
     log.error({ changed }, 'reload refused: these settings need a restart; the running configuration was kept')
     return `these settings need a restart: ${changed.join(', ')}`
@@ -400,7 +402,7 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
   let current: { app: App; runtime: Runtime }
   try {
     // The primary logged the warnings once for all its workers.
-    current = await serve(config, log, worker === null ? loaded.warnings : [])
+    current = await serve(config, log, worker === null ? loaded.warnings : [], worker === null ? 'single' : 'worker')
   } catch (err) {
     if (err instanceof PortcullisError && err.code === 'CONFIG_INVALID') {
       process.stderr.write(`config error: ${err.publicMessage}\nnothing was started.\n`)
@@ -443,6 +445,21 @@ async function run(file: string, env: Record<string, string | undefined>): Promi
   return new Promise<number>(() => {})
 }
 
+/** The primary's `metrics.listen`: GET /metrics sums every worker's instruments at each scrape. */
+function metricsOfWorkers(listen: string, log: Logger): PrimaryService {
+  let close: (() => Promise<void>) | null = null
+  return {
+    name: 'metrics',
+    async start() {
+      const { workersMetrics } = await import('./metrics.ts')
+      const listener = await listenMetrics(workersMetrics(), listen)
+      close = listener.close
+      log.info({ url: `${listener.url}/metrics`, aggregated: true }, 'metrics listening')
+    },
+    close: async () => close?.(),
+  }
+}
+
 /** `server.workers` > 1: this process forks the workers and serves nothing itself (`cluster.ts`). */
 function primary(file: string, env: Record<string, string | undefined>, loaded: { config: Config; warnings: string[] }): Promise<number> {
   const { config } = loaded
@@ -452,6 +469,7 @@ function primary(file: string, env: Record<string, string | undefined>, loaded: 
   return runPrimary({
     count: workerCount(config.server.workers),
     log,
+    services: config.metrics.listen === '' ? [] : [metricsOfWorkers(config.metrics.listen, log)],
     shutdownTimeoutMs: config.server.shutdownTimeout,
     listening: { listen: config.server.listen, publicUrl: config.server.publicUrl, ...tlsFields(config) },
     // Each worker reads the file again and checks it against its own running config; the primary

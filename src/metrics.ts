@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { Runtime, RuntimeDeps } from './runtime.ts'
 import type { ConnectionEvents, ProviderEndpoint, ProviderRequestResult } from './oidc/connection.ts'
 import type { RefreshReport } from './session/refresher.ts'
@@ -40,11 +40,19 @@ export interface Metrics {
   configReload(result: 'ok' | 'refused'): void
   /** The runtime whose state the gauges show at each scrape (the app's current one), and how many requests are in flight. */
   watch(current: () => Runtime, inFlight?: () => number): void
+  /** The rate limits' counters, read at each scrape (`portcullis_rate_limited_total`, `portcullis_rate_limit_local_total`). */
+  watchRateLimits(stats: () => RateLimitCounts): void
   /**
    * Deps for `createRuntime` that report provider requests and refreshes here, chained after the
    * callbacks `base` already has (`main.ts` logs through them).
    */
   runtimeDeps(base?: RuntimeDeps): RuntimeDeps
+}
+
+/** The rate limits' monotonic counts (the app's `RateLimitStats`). */
+export interface RateLimitCounts {
+  readonly limited: Readonly<Record<string, number>>
+  readonly localFallbacks: number
 }
 
 /** What the pipeline decided, as the `result` label of `portcullis_auth_decisions_total`. */
@@ -167,6 +175,28 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       }
     },
   })
+  let rateLimitStats: (() => RateLimitCounts) | null = null
+  new Counter({
+    name: 'portcullis_rate_limited_total',
+    help: 'Requests refused with 429 by the rate limits, by endpoint (start, callback, backchannelLogout)',
+    labelNames: ['endpoint'],
+    registers,
+    collect() {
+      if (rateLimitStats === null) return
+      this.reset()
+      for (const [endpoint, n] of Object.entries(rateLimitStats().limited)) this.labels(endpoint).inc(n)
+    },
+  })
+  new Counter({
+    name: 'portcullis_rate_limit_local_total',
+    help: 'Requests the rate limits counted in this process because Redis did not answer',
+    registers,
+    collect() {
+      if (rateLimitStats === null) return
+      this.reset()
+      this.inc(rateLimitStats().localFallbacks)
+    },
+  })
   const buildInfo = new Gauge({ name: 'portcullis_build_info', help: 'The running version (always 1)', labelNames: ['version'], registers, aggregator: 'first' })
   buildInfo.set({ version: opts.version ?? packageVersion() }, 1)
 
@@ -230,6 +260,9 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     loginFailed: (reason) => loginFailures.labels(reason).inc(),
     backchannelLogout: (outcome) => backchannel.labels(outcome).inc(),
     configReload: (result) => reloads.labels(result).inc(),
+    watchRateLimits(get) {
+      rateLimitStats = get
+    },
     watch(get, count) {
       current = get
       if (count !== undefined) inFlight = count
@@ -370,4 +403,28 @@ function packageVersion(): string {
   } catch {
     return 'unknown'
   }
+}
+
+/** What a metrics listener serves: a registry, or the primary's sum over its workers. */
+export interface MetricsSource {
+  metrics(): Promise<string>
+  readonly contentType: string
+}
+
+/**
+ * `server.workers` > 1, in a worker: its instruments answer the primary's scrape (prom-client's
+ * cluster messages); the worker itself binds no `metrics.listen` (a port shared through the cluster
+ * would give each scrape one random worker's counts).
+ */
+export function shareWithPrimary(metrics: Metrics): void {
+  // prom-client answers the primary's requests only once an AggregatorRegistry was made in the
+  // process (its constructor adds the worker's message listener); the instance itself is not used.
+  void new AggregatorRegistry()
+  AggregatorRegistry.setRegistries([metrics.registry])
+}
+
+/** In the primary: every worker's instruments at each scrape, combined by each instrument's aggregator (counters and histograms summed). */
+export function workersMetrics(): MetricsSource {
+  const aggregator = new AggregatorRegistry()
+  return { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType }
 }

@@ -1,6 +1,11 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Registry } from 'prom-client'
+
+/** A registry, or anything that renders one (the primary's sum over its workers). */
+export interface MetricsSource {
+  metrics(): Promise<string>
+  readonly contentType: string
+}
 
 /**
  * `metrics.listen`: GET /metrics (the Prometheus text format) on a listener of its own, never on the
@@ -14,7 +19,7 @@ export interface MetricsListener {
   close(): Promise<void>
 }
 
-export async function listenMetrics(registry: Registry, listen: string): Promise<MetricsListener> {
+export async function listenMetrics(registry: MetricsSource, listen: string): Promise<MetricsListener> {
   const { host, port } = hostPort(listen)
   const server = createServer((req, res) => void answer(registry, req, res))
   server.keepAliveTimeout = 5_000
@@ -38,7 +43,7 @@ export async function listenMetrics(registry: Registry, listen: string): Promise
   }
 }
 
-async function answer(registry: Registry, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function answer(registry: MetricsSource, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const q = (req.url ?? '').indexOf('?')
   const path = q === -1 ? req.url : req.url?.slice(0, q)
   const plain = (status: number, text: string, extra: Record<string, string> = {}) => {

@@ -343,7 +343,7 @@ t.test('the process: metrics on their own port from the config, reloads counted,
   await waitUntil(() => reloaded(1), 'the reload', 10_000)
   writeFileSync(file, yaml.replace('  listen: 127.0.0.1:0\n', '  listen: 127.0.0.1:1\n'))
   proc.child.kill('SIGHUP')
-  await waitUntil(() => proc.logs.some((l) => l.msg === 'reload refused: these settings need a restart; keeping the running config'), 'the refusal', 10_000)
+  await waitUntil(() => proc.logs.some((l) => l.msg === 'reload refused: these settings need a restart; the running configuration was kept'), 'the refusal', 10_000)
   writeFileSync(file, 'routes: [')
   proc.child.kill('SIGHUP')
   await waitUntil(() => proc.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('reload refused: the config file has problems')), 'the second refusal', 10_000)

@@ -68,6 +68,8 @@ routes:
   - match: { pathPrefix: / }
     upstream: ${upstream.url}
     allow: ${allow}
+metrics:
+  listen: 127.0.0.1:0
 `,
     )
   write('{ emails: [alice@example.com] }')
@@ -103,6 +105,19 @@ routes:
   t.same(new Set(await burst(20, '/before')), new Set([200]), 'alice is admitted')
   t.ok(await eventually(() => servedBy(proc, '/before', 200).size === 2), 'requests were answered by both workers')
   t.same(servedBy(proc, '/before', 200), new Set(pids), 'namely the two of the primary')
+
+  // Metrics: the primary serves them, summed over both workers; no worker binds metrics.listen.
+  t.ok(await eventually(() => proc.logs.some((l) => l.msg === 'metrics listening' && l.aggregated === true && l.role === 'primary')), 'the primary serves /metrics')
+  t.notOk(proc.logs.some((l) => l.msg === 'metrics listening' && l.role !== 'primary'), 'no worker listens for metrics')
+  const metricsUrl = String(proc.logs.find((l) => l.msg === 'metrics listening' && l.aggregated === true)?.url)
+  const served = (): number => proc.logs.filter((l) => l.msg === 'request' && l.route === 'routes[0]' && l.status === 200).length
+  const scraped = async (): Promise<number> => {
+    const text = (await request(metricsUrl)).body
+    return Number(/^portcullis_requests_total\{route="routes\[0\]",code="200"\} (\d+)$/m.exec(text)?.[1] ?? -1)
+  }
+  t.ok(served() >= 20, 'the access lines of both workers')
+  const summed = await eventually(async () => (await scraped()) === served())
+  t.ok(summed, 'portcullis_requests_total is the sum over both workers (as many as their access lines)')
 
   // SIGHUP to the primary: every worker reloads, and says so.
   write('{ emails: [bob@example.com] }')
