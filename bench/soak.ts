@@ -65,7 +65,9 @@ const USAGE = `usage: npm run soak -- [options]      (or: npx tsx bench/soak.ts 
   --rss-limit=R       fail when RSS end > R x RSS start (default 1.2)
   --heap              also start Portcullis with --inspect and print its V8 heap after a full GC at
                       the start and the end (the forced GCs run after the RSS readings)
-  --heap-snapshots    with --heap: write a .heapsnapshot at the start and the end (kept, with the temp dir)
+  --heap-snapshots    with --heap: write a .heapsnapshot at the start and the end (kept, with the temp dir).
+                      Writing one stops Portcullis for seconds: requests and logout tokens around it
+                      time out (errors) and RSS doubles, so such a run finds what grows, it judges nothing
   --portcullis=M      auto | dist | src (default auto: dist/main.js when it is at least as new as
                       every src file, else build it first (npm run build); src: src/main.ts via tsx)
   --no-build          auto never builds: src/main.ts via tsx when dist/ is missing or stale
@@ -679,6 +681,7 @@ async function soak(opts: Options, launch: Launch, tmp: string, procs: Managed[]
   say(`machine     ${os.cpus()[0]?.model.trim() ?? 'cpu'}, ${os.availableParallelism()} cores; Node ${process.version}`)
   say(`portcullis  ${launch.describe} (pid ${portcullis.pid}), ${opts.store} store${redis !== null ? ` (redis-server ${redis.url}, pid ${redis.proc.pid})` : ''}, log level info, access log to a file`)
   say(`provider    ${provider.issuer} (in this process), access tokens ${opts.tokenTtlSec} s, session.refreshAhead ${opts.refreshAheadSec} s`)
+  if (opts.heapSnapshots) say('snapshots   WARNING: writing a heap snapshot stops Portcullis for seconds: errors around it and the RSS ratio do not count')
   say(
     `load        ${(opts.durationMs / 1000).toFixed(0)} s; ${opts.users} users, a request every ~${opts.intervalMs} ms each, sessions used ${slo / 1000}-${shi / 1000} s, ` +
       `then signed out (half) or logged out at the provider (half); warm-up ${(warmupMs / 1000).toFixed(0)} s`,
