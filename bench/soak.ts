@@ -302,8 +302,23 @@ interface EndedSession {
   how: 'signout' | 'backchannel'
 }
 
-function send(env: Env, url: string, opts: { method?: string; headers?: Record<string, string>; body?: string; jar?: CookieJar } = {}): Promise<TestResponse> {
-  return request(url, { ...opts, agent: env.agent, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+/**
+ * The provider's server closes idle connections after 5 s (Node's default); a request sent on a
+ * pooled connection just as the server closes it fails with "socket hang up", which a browser would
+ * retry and this client would count. The provider is asked a few times per login and logout only:
+ * a connection per request.
+ */
+const PROVIDER_AGENT = new http.Agent({ keepAlive: false })
+
+/** One request with the soak's agent (keep-alive to Portcullis) and timeout; a failure names the request. */
+async function send(env: Env, url: string, opts: { method?: string; headers?: Record<string, string>; body?: string; jar?: CookieJar } = {}): Promise<TestResponse> {
+  const toPortcullis = url.startsWith(`${env.publicUrl}/`)
+  try {
+    return await request(url, { ...opts, agent: toPortcullis ? env.agent : PROVIDER_AGENT, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+  } catch (err) {
+    const code = (err as { code?: unknown }).code
+    throw new Error(`${opts.method ?? 'GET'} ${toPortcullis ? 'Portcullis' : 'provider'} ${new URL(url).pathname}: ${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`)
+  }
 }
 
 const pick = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)] as T
@@ -518,6 +533,8 @@ async function scanLog(file: string, from: number): Promise<{ lines: number; err
     try {
       entry = JSON.parse(line) as Record<string, unknown>
     } catch {
+      // Node's own lines on stderr for --inspect (--heap) are not Portcullis's.
+      if (/^(Debugger (listening|attached|ending)|For help, see: https:\/\/nodejs\.org)/.test(line)) continue
       out.errorCount++
       if (out.errors.length < 5) out.errors.push({ unparsed: line.slice(0, 300) })
       continue
