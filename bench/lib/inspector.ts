@@ -4,6 +4,7 @@
  * garbage the logins left behind (RSS alone mixes both); and run the CPU profiler over exactly one
  * measured load run (`node --cpu-prof` would also record start-up, logins and warm-up).
  */
+import { createWriteStream } from 'node:fs'
 import http from 'node:http'
 import WebSocket from 'ws'
 
@@ -32,6 +33,8 @@ export interface Inspector {
   startProfile(intervalUs?: number): Promise<void>
   /** Stop it and return the profile (the `.cpuprofile` JSON). */
   stopProfile(): Promise<unknown>
+  /** Write a heap snapshot (what DevTools' Memory tab takes) to `file`; resolves with `file`. */
+  heapSnapshot(file: string): Promise<string>
   close(): void
 }
 
@@ -46,8 +49,10 @@ export async function connectInspector(port: number): Promise<Inspector> {
   })
   let nextId = 1
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
+  let onChunk: ((chunk: string) => void) | null = null
   ws.on('message', (data: Buffer) => {
-    const msg = JSON.parse(data.toString()) as { id?: number; result?: unknown; error?: { message: string } }
+    const msg = JSON.parse(data.toString()) as { id?: number; method?: string; params?: { chunk?: string }; result?: unknown; error?: { message: string } }
+    if (msg.method === 'HeapProfiler.addHeapSnapshotChunk' && typeof msg.params?.chunk === 'string') onChunk?.(msg.params.chunk)
     if (msg.id === undefined) return
     const p = pending.get(msg.id)
     if (p === undefined) return
@@ -77,6 +82,17 @@ export async function connectInspector(port: number): Promise<Inspector> {
     async stopProfile() {
       const { profile } = await call<{ profile: unknown }>('Profiler.stop')
       return profile
+    },
+    async heapSnapshot(file) {
+      const out = createWriteStream(file)
+      onChunk = (chunk) => out.write(chunk)
+      try {
+        await call('HeapProfiler.takeHeapSnapshot', { reportProgress: false })
+      } finally {
+        onChunk = null
+        await new Promise<void>((resolve) => out.end(() => resolve()))
+      }
+      return file
     },
     close() {
       ws.close()
