@@ -1,5 +1,8 @@
 import { decodeProtectedHeader, errors as joseErrors } from 'jose'
 import { LRUCache } from 'lru-cache'
+
+/** Every this many new entries, expired ones are dropped (a pass over the cache, off the hot path). */
+const SWEEP_EVERY = 512
 import type { Clock } from '../clock.ts'
 import type { Jwks } from './jwks.ts'
 import { JwksFetchError, verifyJwt } from './jwks.ts'
@@ -36,6 +39,8 @@ export class AccessTokenVerifier {
   readonly #opts: AccessTokenOptions
   /** token → expiry (ms). Keyed by the token string itself: it is already in memory in the session. */
   readonly #verified: LRUCache<string, number>
+  /** Writes since the last sweep of expired entries (lru-cache drops them only when looked up or evicted). */
+  #writes = 0
 
   constructor(jwks: Jwks, opts: AccessTokenOptions) {
     this.#jwks = jwks
@@ -63,6 +68,9 @@ export class AccessTokenVerifier {
       })
       const expiresAt = (payload.exp as number) * 1000
       this.#verified.set(token, expiresAt, { ttl: Math.max(1, expiresAt + this.#opts.clockToleranceSec * 1000 - now) })
+      // Refreshed sessions never ask for their old token again: sweep expired ones now and then, or
+      // they stay (about 1 KB each) until the count bound evicts them.
+      if (++this.#writes % SWEEP_EVERY === 0) this.#verified.purgeStale()
       return { status: 'valid', expiresAt }
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) return { status: 'expired' }

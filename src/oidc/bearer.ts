@@ -56,6 +56,7 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
 export function createBearerVerifier(opts: BearerOptions): BearerVerifier {
   const verified = new LRUCache<string, { subject: BearerSubject; expiresAt: number }>({ max: opts.max ?? 50_000 })
+  let writes = 0
   return {
     async verify(token, audiences) {
       if (token.length > 16_384 || !JWT_SHAPE.test(token)) return { status: 'invalid', description: 'The token is not a JWT.' }
@@ -93,6 +94,8 @@ export function createBearerVerifier(opts: BearerOptions): BearerVerifier {
           const claims = payload as Record<string, unknown>
           const subject: BearerSubject = { sub: String(payload.sub), claims, authTime: typeof claims.auth_time === 'number' ? claims.auth_time * 1000 : undefined, scopes: scopesOf(claims), issuer: trusted.issuer }
           verified.set(key, { subject, expiresAt }, { ttl: Math.max(1, expiresAt + opts.clockToleranceSec * 1000 - now) })
+          // Expired tokens are never asked for again: drop them now and then, not only at the count bound.
+          if (++writes % 512 === 0) verified.purgeStale()
           return { status: 'valid', subject, expiresAt }
         } catch (err) {
           if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud') {

@@ -66,6 +66,8 @@ export class Refresher {
   readonly #resultTtl: number
   readonly #coordinator: RefreshCoordinator | undefined
   readonly #told: (report: RefreshReport) => void
+  /** Writes since the last sweep: results expire after a minute but would stay until the count bound. */
+  #writes = 0
 
   constructor(refresh: RefreshFn, opts: RefresherOptions) {
     this.#refresh = refresh
@@ -104,6 +106,7 @@ export class Refresher {
         .then(
           (next) => {
             this.#results.set(key, next)
+            this.#swept()
             this.#told(own ? 'ok' : 'shared')
             return next
           },
@@ -123,6 +126,12 @@ export class Refresher {
       this.#inflight.set(key, pending)
     }
     return pending
+  }
+
+  #swept(): void {
+    if (++this.#writes % 256 !== 0) return
+    this.#results.purgeStale()
+    this.#failures.purgeStale()
   }
 
   #run(session: Session, grant: () => Promise<Session>): Promise<Session> {

@@ -29,9 +29,9 @@
  *   same Secret key as Portcullis's passwordFile, and be behind a NetworkPolicy that admits the
  *   Portcullis pods, on the Redis port, and nothing else.
  * - the environment Kubernetes gives the Pod: unless `enableServiceLinks: false`, every Service of
- *   the namespace injects `<NAME>_SERVICE_HOST`, `<NAME>_PORT`, ... variables, which the loader reads as
- *   PORTCULLIS_<SECTION>_<KEY> overrides when the Service's name starts with portcullis-; the config is
- *   loaded with that environment.
+ *   the namespace injects `<NAME>_SERVICE_HOST`, `<NAME>_PORT`, ... variables (the loader ignores these
+ *   shapes under PORTCULLIS_<SECTION>_, but the kit turns them off all the same); the config is loaded
+ *   with that environment.
  *
  * External names (the user's app and its TLS Secrets, the Gateway) are listed in EXTERNAL below and in
  * deploy/kubernetes/README.md. The checks are plain functions returning problems; the self-tests at
@@ -1255,12 +1255,6 @@ const MUTATIONS: [string, string, Mutation, RegExp][] = [
   ['base', 'session.redis without a password', (k) => editConfig(k, (t) => delete redisOf(t).passwordFile), /session.redis has no password/],
   ['base', 'session.redis on an undocumented host', (k) => editConfig(k, (t) => (redisOf(t).url = 'redis://cache:6379')), /session.redis cache:6379 is neither a Service in this kustomization nor a documented external name/],
   ['overlays/sidecar', 'session.redis on a Service of another namespace', (k) => editConfig(k, (t) => (redisOf(t).url = 'redis://portcullis-redis.redis.svc.cluster.local:6379')), /portcullis-redis.redis.svc.cluster.local:6379 is neither/],
-  ['base', 'service links on, and a Service portcullis-metrics in the namespace', (k) => {
-    delete podSpec(deployment(k, 'portcullis')).enableServiceLinks
-    const svc = clone(first(k, 'Service'))
-    obj(svc.metadata).name = 'portcullis-metrics'
-    k.objects.push(svc)
-  }, /environment variable PORTCULLIS_METRICS_PORT does not match any key of metrics/],
   // The component's Redis: its Service, one Pod, its password, its NetworkPolicy.
   [WITH_REDIS, 'the Redis Service on another port', (k) => objs(get(find(k, 'Service', 'portcullis-redis', 'portcullis'), 'spec', 'ports')).forEach((p) => (p.port = 6380)), /session.redis portcullis-redis:6379: Service\/portcullis\/portcullis-redis has no port 6379/],
   [WITH_REDIS, 'the Redis Service aimed past Redis', (k) => objs(get(find(k, 'Service', 'portcullis-redis', 'portcullis'), 'spec', 'ports')).forEach((p) => (p.targetPort = 6380)), /target 6380 does not reach a Redis container port/],
