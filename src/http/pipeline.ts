@@ -430,7 +430,10 @@ export async function openSession(
     return { loaded: null, sent, cookies, setCookie: hasSessionChunks(cookies, name) ? clearSessionCookieLines(rt, Object.keys(cookies)) : [] }
   }
   const loaded = await rt.sessions.load(sent)
-  if (loaded === null || (opts.checkRevoked && (await rt.revocations.isRevoked(loaded.session)))) return { loaded: null, sent, cookies, setCookie: clearSessionCookieLines(rt, Object.keys(cookies)) }
+  if (loaded === null) return { loaded: null, sent, cookies, setCookie: clearSessionCookieLines(rt, Object.keys(cookies)) }
+  // Revoked (signed out elsewhere, a back-channel logout): forgotten here too, so its opened state
+  // (tokens included) does not wait in memory for the cache bound, and a server-side entry is gone.
+  if (opts.checkRevoked && (await rt.revocations.isRevoked(loaded.session))) return { ...(await ended(rt, cookies, sent, loaded)), cookies }
   return { loaded, sent, cookies, setCookie: [] }
 }
 const CHECK_REVOKED = { checkRevoked: true } as const

@@ -3,7 +3,7 @@ import { PortcullisError } from '../errors.ts'
 import { expiresAt, isExpired, type Session, type SessionLimits } from '../session/model.ts'
 import { OpenCache } from '../session/open-cache.ts'
 import type { LoadedSession, SessionChange, SessionStore } from '../session/store.ts'
-import { keepFor, newTicket, openTicket, parseTicket, sealTicket, type Ticket } from '../session/ticket.ts'
+import { keepFor, newTicket, openTicket, parseTicket, sealTicket, updateOnce, type Ticket } from '../session/ticket.ts'
 import type { RedisClient, RedisLink } from './connection.ts'
 
 /**
@@ -175,17 +175,7 @@ export function createRedisStore(deps: RedisStoreDeps): SessionStore {
       return value
     },
     async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null> {
-      const ticket = parseTicket(from.value)
-      if (ticket === null || ticket.id !== from.session.id) throw new Error('not a ticket of this store')
-      const running = writing.get(ticket.id)
-      if (running !== undefined) return running
-      const write = rewrite(ticket, from, change)
-      writing.set(ticket.id, write)
-      const settled = (): void => {
-        writing.delete(ticket.id)
-      }
-      write.then(settled, settled)
-      return write
+      return updateOnce(writing, from, (ticket) => rewrite(ticket, from, change))
     },
     async clear(cookieValue: string): Promise<void> {
       // Only the whole ticket ends the session: its id alone (a cookie with another key) clears nothing.

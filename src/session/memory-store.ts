@@ -3,7 +3,7 @@ import type { Clock } from '../clock.ts'
 import { isExpired, type Session, type SessionLimits } from './model.ts'
 import { OpenCache } from './open-cache.ts'
 import type { LoadedSession, SessionChange, SessionStore } from './store.ts'
-import { keepFor, newTicket, openTicket, parseTicket, sealTicket, type Ticket } from './ticket.ts'
+import { keepFor, newTicket, openTicket, parseTicket, sealTicket, updateOnce, type Ticket } from './ticket.ts'
 
 /**
  * The memory store: server-side, one instance. The cookie holds only a ticket `<session id>.<key>`
@@ -60,17 +60,7 @@ export function createMemoryStore(deps: { limits: SessionLimits; clock: Clock; m
       return value
     },
     async update(from: LoadedSession, change: SessionChange): Promise<LoadedSession | null> {
-      const ticket = parseTicket(from.value)
-      if (ticket === null || ticket.id !== from.session.id) throw new Error('not a ticket of this store')
-      const running = writing.get(ticket.id)
-      if (running !== undefined) return running
-      const write = rewrite(ticket, from, change)
-      writing.set(ticket.id, write)
-      const settled = (): void => {
-        writing.delete(ticket.id)
-      }
-      write.then(settled, settled)
-      return write
+      return updateOnce(writing, from, (ticket) => rewrite(ticket, from, change))
     },
     async clear(cookieValue: string) {
       // Only the whole ticket ends the entry: its id alone (a cookie with another key) clears nothing.

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { open, seal } from './codec.ts'
 import type { KeyRing } from './keyring.ts'
 import { asSession, expiresAt, type Session, type SessionLimits } from './model.ts'
+import type { LoadedSession } from './store.ts'
 
 /**
  * The ticket of the server-side stores (memory, Redis): the cookie holds only
@@ -57,4 +58,27 @@ export async function openTicket(ticket: Ticket, blob: string): Promise<Session 
  */
 export function keepFor(session: Session, limits: SessionLimits, now: number): number {
   return Math.max(1, expiresAt(session, limits) - now)
+}
+
+/**
+ * A server-side store's `update`, single-flight per session inside the process: while one write of
+ * a session runs, later callers share it (the store contract: one write, one seal, however many ask).
+ * `rewrite` does the store's own write of the loaded state's next state.
+ */
+export function updateOnce(
+  writing: Map<string, Promise<LoadedSession | null>>,
+  from: LoadedSession,
+  rewrite: (ticket: Ticket) => Promise<LoadedSession | null>,
+): Promise<LoadedSession | null> {
+  const ticket = parseTicket(from.value)
+  if (ticket === null || ticket.id !== from.session.id) throw new Error('not a ticket of this store')
+  const running = writing.get(ticket.id)
+  if (running !== undefined) return running
+  const write = rewrite(ticket)
+  writing.set(ticket.id, write)
+  const settled = (): void => {
+    writing.delete(ticket.id)
+  }
+  write.then(settled, settled)
+  return write
 }
