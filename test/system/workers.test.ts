@@ -115,7 +115,8 @@ metrics:
     const text = (await request(metricsUrl)).body
     return Number(/^portcullis_requests_total\{route="routes\[0\]",code="200"\} (\d+)$/m.exec(text)?.[1] ?? -1)
   }
-  t.ok(served() >= 20, 'the access lines of both workers')
+  // Access lines reach stdout in batches (every 250 ms at most): wait for all 20.
+  t.ok(await eventually(() => served() >= 20), 'the access lines of both workers')
   const summed = await eventually(async () => (await scraped()) === served())
   t.ok(summed, 'portcullis_requests_total is the sum over both workers (as many as their access lines)')
 
